@@ -1,0 +1,50 @@
+# proxyrig — see README.md. Every target that needs system packages installs
+# them first through ci/install-deps.sh (idempotent).
+
+GO       ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
+BIN      := bin/proxyrig
+OUT      ?= out
+# Packages tested with plain `go test` (everything but the ginkgo suite,
+# which has its own target so it can run in parallel and write JUnit).
+UNIT_PKGS = $(shell $(GO) list ./... | grep -v /conformance)
+
+.PHONY: all build deps test vet fmt-check unit conformance lint clean cleanup
+
+all: build
+
+deps:
+	bash ci/install-deps.sh
+
+build:
+	$(GO) build -o $(BIN) ./cmd/proxyrig
+
+fmt-check:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+vet:
+	$(GO) vet ./...
+
+lint: fmt-check vet
+
+# Unit tests (no root) and privileged integration tests (each in its own
+# namespaces). -p 2 matches this 2-core machine.
+unit: build
+	$(GO) test -p 2 -count=1 $(UNIT_PKGS)
+
+# The conformance suite: real packets through a lab, once per datapath this
+# machine can run. Writes JUnit to $(OUT)/conformance-junit.xml.
+conformance: build
+	mkdir -p $(OUT)
+	$(GO) tool ginkgo -p --procs=2 --fail-on-pending --fail-on-empty --timeout=30m \
+		--junit-report=conformance-junit.xml --output-dir=$(OUT) ./conformance
+
+test: deps lint unit conformance
+	@./$(BIN) cleanup >/dev/null
+	@echo "make test: all green"
+
+cleanup: build
+	./$(BIN) cleanup
+
+clean:
+	rm -rf bin $(OUT)
