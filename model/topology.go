@@ -26,9 +26,12 @@ type Categorized struct {
 }
 
 // UsesClusterEndpoints reports whether any traffic to the Service follows
-// the Cluster policy.
+// the Cluster policy. An externally accessible Service always does, even
+// with eTP=Local: pods that send to its external addresses are
+// short-circuited to the Cluster endpoints (kube-proxy's
+// BaseServicePortInfo.UsesClusterEndpoints).
 func (s *Service) UsesClusterEndpoints() bool {
-	return !s.InternalPolicyLocal() || (s.ExternallyAccessible() && !s.ExternalPolicyLocal())
+	return !s.InternalPolicyLocal() || s.ExternallyAccessible()
 }
 
 // UsesLocalEndpoints reports whether any traffic to the Service follows the
