@@ -168,4 +168,3 @@ func sctpSupported() error {
 	unix.Close(fd)
 	return nil
 }
-
