@@ -1,0 +1,110 @@
+package conformance
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+
+	"proxyrig/datapaths"
+	"proxyrig/datapaths/fake"
+	"proxyrig/datapaths/flowtest"
+)
+
+// The spec tree is built once per registered datapath, from the same
+// tables: a datapath joins the suite by registering itself (and being
+// imported in conformance_suite_test.go), nothing else.
+var _ = describeDatapaths()
+
+// excluded are registered names that are not datapaths under test.
+var excluded = []string{fake.Name}
+
+func describeDatapaths() bool {
+	for _, dp := range datapaths.Names() {
+		if slices.Contains(excluded, dp) {
+			continue
+		}
+		Describe("datapath:"+dp, Label("datapath:"+dp), func() {
+			for _, cat := range flowtest.Categories() {
+				Describe(fmt.Sprintf("%s. %s", cat.Letter, cat.Title), Label("category:"+cat.Prefix), func() {
+					for _, c := range cat.Cases() {
+						describeCase(dp, c)
+					}
+				})
+			}
+		})
+	}
+	return true
+}
+
+// Time limits. They bound a hung spec; no assertion depends on how fast
+// anything is.
+const (
+	buildTimeout = 3 * time.Minute
+	specTimeout  = 3 * time.Minute
+)
+
+// describeCase is one case: a lab shared read-only by the case's flows
+// (Ordered + BeforeAll), and its steps applied in order. Every spec applies
+// the cluster state it needs before sending, so a focused or filtered run of
+// a single spec still sees the right state.
+func describeCase(dp string, c flowtest.Case) {
+	Describe(c.Title(), Ordered, Label(c.ID), func() {
+		var h *harness
+		BeforeAll(func(ctx SpecContext) {
+			h = newHarness(ctx, dp, &c)
+		}, NodeTimeout(buildTimeout))
+
+		if c.Concurrent {
+			It(fmt.Sprintf("sends all %d flows at once [%s]", len(c.Flows), c.Line), func(ctx SpecContext) {
+				h.ensureStep(ctx, -1)
+				h.checkConcurrent(ctx, c.Flows)
+			}, SpecTimeout(specTimeout))
+		} else {
+			for _, f := range c.Flows {
+				It(flowText(dp, "", f), func(ctx SpecContext) {
+					h.ensureStep(ctx, -1)
+					h.check(ctx, f)
+				}, SpecTimeout(specTimeout))
+			}
+		}
+		for i, s := range c.Then {
+			for _, f := range s.Flows {
+				It(flowText(dp, s.Name, f), func(ctx SpecContext) {
+					h.ensureStep(ctx, i)
+					h.check(ctx, f)
+				}, SpecTimeout(specTimeout))
+			}
+			if len(s.FreePorts) > 0 {
+				It(fmt.Sprintf("after %s: the node holds no socket on %s [%s]", s.Name, portList(s.FreePorts), s.Line), func(ctx SpecContext) {
+					h.ensureStep(ctx, i)
+					h.checkPortsFree(ctx, s.FreePorts)
+				}, SpecTimeout(specTimeout))
+			}
+		}
+	})
+}
+
+// flowText names a flow's spec: what is sent, what must happen on this
+// datapath, and the table row.
+func flowText(dp, step string, f flowtest.Flow) string {
+	want, why := f.Expect.For(dp)
+	s := f.String() + " => " + want.String()
+	if why != "" {
+		s += " (documented " + dp + " divergence)"
+	}
+	if step != "" {
+		s = "after " + step + ": " + s
+	}
+	return s + " [" + f.Line + "]"
+}
+
+func portList(ps []flowtest.PortProto) string {
+	var s []string
+	for _, p := range ps {
+		s = append(s, fmt.Sprintf("%d/%s", p.Port, p.Proto))
+	}
+	return strings.Join(s, ", ")
+}
