@@ -38,6 +38,10 @@ const (
 //     shortcut that bypasses the datapath under test.
 //   - accept_dad=0: addresses must be usable the moment they are added;
 //     IPv6 DAD would hold them "tentative" for a second.
+//   - icmp_ratelimit=0 on nodes: a REJECT is an ICMP error, and the kernel
+//     rate-limits those per destination (1/s after a burst of 6), which
+//     would turn a burst of refusals into silence and make REJECT look like
+//     DROP. A lab measures the datapath's verdict, not the ICMP budget.
 func nsSysctls(role nsRole) [][2]string {
 	s := [][2]string{
 		{"net.ipv4.conf.all.rp_filter", "0"},
@@ -45,6 +49,9 @@ func nsSysctls(role nsRole) [][2]string {
 		{"net.ipv4.conf.lo.rp_filter", "0"},
 		{"net.ipv4.conf.all.send_redirects", "0"},
 		{"net.ipv4.conf.default.send_redirects", "0"},
+	}
+	if role == roleNode {
+		s = append(s, [2]string{"net.ipv4.icmp_ratelimit", "0"})
 	}
 	if !ipv6Available() {
 		if role == roleNode {
@@ -62,6 +69,7 @@ func nsSysctls(role nsRole) [][2]string {
 			[2]string{"net.ipv4.ip_forward", "1"},
 			[2]string{"net.ipv6.conf.all.forwarding", "1"},
 			[2]string{"net.ipv6.conf.default.forwarding", "1"},
+			[2]string{"net.ipv6.icmp.ratelimit", "0"},
 		)
 	case roleFabric:
 		// The bridge forwards IPv6 frames at L2 either way; without IPv6 on
