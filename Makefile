@@ -6,7 +6,7 @@ BIN      := bin/proxyrig
 OUT      ?= out
 # Packages tested with plain `go test` (everything but the ginkgo suite,
 # which has its own target so it can run in parallel and write JUnit).
-UNIT_PKGS = $(shell $(GO) list ./... | grep -v /conformance)
+UNIT_PKGS = $(shell $(GO) list ./... | grep -v '/conformance$$')
 
 .PHONY: all build deps test vet fmt-check unit conformance lint clean cleanup
 
@@ -15,8 +15,12 @@ all: build
 deps:
 	bash ci/install-deps.sh
 
+# bin/proxyrig, the compiled conformance suite that 'proxyrig conformance'
+# runs, and the ginkgo CLI it uses to run the suite in parallel.
 build:
 	$(GO) build -o $(BIN) ./cmd/proxyrig
+	$(GO) test -c -o bin/proxyrig-conformance.test ./conformance
+	$(GO) build -o bin/ginkgo github.com/onsi/ginkgo/v2/ginkgo
 
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
@@ -37,7 +41,8 @@ unit: build
 conformance: build
 	mkdir -p $(OUT)
 	$(GO) tool ginkgo -p --procs=2 --fail-on-pending --fail-on-empty --timeout=30m \
-		--junit-report=conformance-junit.xml --output-dir=$(OUT) ./conformance
+		--junit-report=conformance-junit.xml --output-dir=$(OUT) ./conformance \
+		-- -matrix-out=$(abspath $(OUT))/conformance-matrix.json
 
 # The whole suite. The root namespace is snapshotted before and compared
 # after (ci/test.sh): any change fails the run and names what changed.

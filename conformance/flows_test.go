@@ -7,7 +7,9 @@ import (
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
 
+	"proxyrig/conformance/matrix"
 	"proxyrig/datapaths"
 	"proxyrig/datapaths/fake"
 	"proxyrig/datapaths/flowtest"
@@ -32,6 +34,13 @@ func describeDatapaths() bool {
 					for _, c := range cat.Cases() {
 						describeCase(dp, c)
 					}
+				})
+			}
+			// Items that are behaviours over time rather than single
+			// flows (conntrack, affinity, health checks, sync).
+			for _, b := range behaviourCategories() {
+				Describe(fmt.Sprintf("%s. %s", b.Letter, b.Title), Label("category:"+b.Prefix), func() {
+					b.Specs(dp)
 				})
 			}
 		})
@@ -66,7 +75,7 @@ func describeCase(dp string, c flowtest.Case) {
 			for _, f := range c.Flows {
 				It(flowText(dp, "", f), func(ctx SpecContext) {
 					h.ensureStep(ctx, -1)
-					h.check(ctx, f)
+					checkFlow(ctx, h, dp, f)
 				}, SpecTimeout(specTimeout))
 			}
 		}
@@ -74,7 +83,7 @@ func describeCase(dp string, c flowtest.Case) {
 			for _, f := range s.Flows {
 				It(flowText(dp, s.Name, f), func(ctx SpecContext) {
 					h.ensureStep(ctx, i)
-					h.check(ctx, f)
+					checkFlow(ctx, h, dp, f)
 				}, SpecTimeout(specTimeout))
 			}
 			if len(s.FreePorts) > 0 {
@@ -95,10 +104,39 @@ func flowText(dp, step string, f flowtest.Flow) string {
 	if why != "" {
 		s += " (documented " + dp + " divergence)"
 	}
+	if f.ImplementationDefined != "" {
+		s += " (implementation-defined: recorded, not judged)"
+	}
 	if step != "" {
 		s = "after " + step + ": " + s
 	}
 	return s + " [" + f.Line + "]"
+}
+
+// reportImplementationDefined names the report entry that records what a
+// datapath did with a flow whose outcome Kubernetes leaves open.
+const reportImplementationDefined = "implementation-defined"
+
+// checkFlow sends a flow's traffic and checks it. A flow whose outcome is
+// implementation-defined (ETP-06) is still sent and compared with
+// kube-proxy's; the outcome is recorded in the report, and a difference
+// makes the item a deviation in the matrix rather than a failure:
+// Kubernetes does not require kube-proxy's answer there.
+func checkFlow(ctx SpecContext, h *harness, dp string, f flowtest.Flow) {
+	if f.ImplementationDefined == "" {
+		h.check(ctx, f)
+		return
+	}
+	want, _ := f.Expect.For(dp)
+	err := InterceptGomegaFailure(func() { h.check(ctx, f) })
+	if err == nil {
+		AddReportEntry(reportImplementationDefined, fmt.Sprintf("%s: as kube-proxy (%s)", f, want))
+		return
+	}
+	msg := fmt.Sprintf("%s: differs from kube-proxy's %s, which Kubernetes does not require (%s): %v", f, want, f.ImplementationDefined, err)
+	By(msg)
+	AddReportEntry(reportImplementationDefined, msg)
+	AddReportEntry(matrix.DeviationEntry, "implementation-defined, differs from kube-proxy: "+f.ImplementationDefined)
 }
 
 func portList(ps []flowtest.PortProto) string {

@@ -8,10 +8,13 @@ import (
 	"math"
 	"net"
 	"net/netip"
+	"path/filepath"
+	"runtime"
 	"slices"
 	"sort"
 	"strings"
 	"sync"
+	"testing"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -489,4 +492,414 @@ func describe(r topologies.ProbeResult) string {
 		s += ": " + r.Err
 	}
 	return s
+}
+
+// Behaviour specs: the CONFORMANCE.md items that are not one packet flow
+// but a behaviour over time (conntrack across endpoint churn, session
+// affinity holding and expiring, health-check node ports, sync recovery).
+// They are written in Go beside their fixtures, and describeDatapaths
+// instantiates them inside every datapath's tree, like the flow tables.
+
+// behaviourCategory is one CONFORMANCE.md category (or the part of one)
+// covered by behaviour specs. Specs declares the category's specs for one
+// datapath; each spec carries its item ID as a label.
+type behaviourCategory struct {
+	Letter, Title, Prefix string
+	Specs                 func(dp string)
+}
+
+// behaviourCategories lists the behaviour categories in CONFORMANCE.md
+// order. It is a function, not a registry filled from init, because
+// package-level initialisation order across files would otherwise decide
+// whether a category is seen.
+func behaviourCategories() []behaviourCategory {
+	return []behaviourCategory{
+		{Letter: "C", Title: "Endpoint conditions: health checks of terminating endpoints", Prefix: "EPC", Specs: terminatingHealthCheckSpecs},
+		{Letter: "D", Title: "Conntrack behaviour & endpoint churn", Prefix: "CT", Specs: conntrackSpecs},
+		{Letter: "G", Title: "externalTrafficPolicy=Local health checks", Prefix: "ETP", Specs: healthCheckSpecs},
+		{Letter: "J", Title: "Session affinity", Prefix: "AFF", Specs: affinitySpecs},
+		{Letter: "N", Title: "Sync correctness and resilience", Prefix: "SYNC", Specs: syncSpecs},
+	}
+}
+
+// newBehaviourLab builds the lab for a behaviour spec from its fixture,
+// with the checks, skips and teardown of a table case (newHarness). Call
+// it from a BeforeAll or an It: the lab is torn down when that node's
+// scope ends.
+func newBehaviourLab(ctx context.Context, dp, id, name, fixture string) *harness {
+	line := "?"
+	if _, file, n, ok := runtime.Caller(1); ok {
+		line = fmt.Sprintf("%s:%d", filepath.Base(file), n)
+	}
+	return newHarness(ctx, dp, &flowtest.Case{ID: id, Name: name, Fixture: fixture, Line: line})
+}
+
+// applyFixture makes the lab hold the cluster in fixture, a whole cluster
+// like a table step's.
+func (h *harness) applyFixture(ctx context.Context, what, fixture string) {
+	cl, err := model.Parse(h.c.ID+" "+what+".yaml", []byte(fixture))
+	Expect(err).NotTo(HaveOccurred(), "fixture %q", what)
+	By("applying " + what)
+	Expect(h.lab.Apply(ctx, cl)).To(Succeed(), "apply %s", what)
+	h.step = -2 // no table step: ensureStep must apply again if asked
+}
+
+// Fixture building blocks, in the lab's address plan (flowtest/fixtures.go):
+// node-a 198.18.0.11 with pods 198.18.64.x and client pod 198.18.127.1,
+// node-b 198.18.0.12 with pods 198.18.65.x and client pod 198.18.127.2,
+// external client 0 198.18.0.200, VIPs in 198.19.0.0/16.
+
+const (
+	bNodeA = `
+apiVersion: v1
+kind: Node
+metadata: {name: node-a}
+status:
+  addresses:
+  - {type: InternalIP, address: 198.18.0.11}
+`
+	bNodeB = `
+apiVersion: v1
+kind: Node
+metadata: {name: node-b}
+status:
+  addresses:
+  - {type: InternalIP, address: 198.18.0.12}
+`
+)
+
+var (
+	nodeAIP = netip.MustParseAddr("198.18.0.11")
+	nodeBIP = netip.MustParseAddr("198.18.0.12")
+)
+
+// bPort is one Service port; its targetPort is the port itself, and the
+// slices carry the same number.
+type bPort struct {
+	Name     string
+	Port     int32
+	Proto    model.Protocol // "" is TCP
+	NodePort int32
+}
+
+func (p bPort) proto() model.Protocol {
+	if p.Proto == "" {
+		return model.TCP
+	}
+	return p.Proto
+}
+
+// bService is a Service fixture.
+type bService struct {
+	Name      string
+	Type      model.ServiceType // "" is ClusterIP
+	ClusterIP string
+	LBIP      string
+	ETP, ITP  model.TrafficPolicy
+	HCNP      int32
+	// Affinity sets sessionAffinity: ClientIP, with AffinitySeconds as
+	// timeoutSeconds when non-zero.
+	Affinity        bool
+	AffinitySeconds int32
+	Ports           []bPort
+}
+
+// bEndpoint is one endpoint of a slice fixture; Cond is the conditions in
+// YAML flow style, "" for ready.
+type bEndpoint struct {
+	Name, IP, Node string
+	Cond           string
+}
+
+// terminatingServing is a pod being deleted that still serves.
+const terminatingServing = "{ready: false, serving: true, terminating: true}"
+
+// yaml renders the Service and, unless eps is nil, one EndpointSlice with
+// the endpoints (an empty, non-nil eps gives an empty slice).
+func (s bService) yaml(eps []bEndpoint) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "apiVersion: v1\nkind: Service\nmetadata: {name: %s, namespace: default}\nspec:\n", s.Name)
+	if s.Type != "" {
+		fmt.Fprintf(&b, "  type: %s\n", s.Type)
+	}
+	fmt.Fprintf(&b, "  clusterIP: %s\n", s.ClusterIP)
+	if s.ETP != "" {
+		fmt.Fprintf(&b, "  externalTrafficPolicy: %s\n", s.ETP)
+	}
+	if s.ITP != "" {
+		fmt.Fprintf(&b, "  internalTrafficPolicy: %s\n", s.ITP)
+	}
+	if s.HCNP != 0 {
+		fmt.Fprintf(&b, "  healthCheckNodePort: %d\n", s.HCNP)
+	}
+	if s.Affinity {
+		b.WriteString("  sessionAffinity: ClientIP\n")
+		if s.AffinitySeconds != 0 {
+			fmt.Fprintf(&b, "  sessionAffinityConfig: {clientIP: {timeoutSeconds: %d}}\n", s.AffinitySeconds)
+		}
+	}
+	b.WriteString("  ports:\n")
+	for _, p := range s.Ports {
+		fmt.Fprintf(&b, "  - {name: %s, port: %d, protocol: %s, targetPort: %d", p.Name, p.Port, p.proto(), p.Port)
+		if p.NodePort != 0 && (s.Type == model.NodePort || s.Type == model.LoadBalancer) {
+			fmt.Fprintf(&b, ", nodePort: %d", p.NodePort)
+		}
+		b.WriteString("}\n")
+	}
+	if s.LBIP != "" && s.Type == model.LoadBalancer {
+		fmt.Fprintf(&b, "status:\n  loadBalancer:\n    ingress:\n    - ip: %s\n", s.LBIP)
+	}
+	if eps == nil {
+		return b.String()
+	}
+	fmt.Fprintf(&b, "---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: %s-abcde\n  namespace: default\n  labels: {kubernetes.io/service-name: %s}\naddressType: IPv4\nports:\n", s.Name, s.Name)
+	for _, p := range s.Ports {
+		fmt.Fprintf(&b, "- {name: %s, port: %d, protocol: %s}\n", p.Name, p.Port, p.proto())
+	}
+	if len(eps) == 0 {
+		b.WriteString("endpoints: []\n")
+		return b.String()
+	}
+	b.WriteString("endpoints:\n")
+	for _, e := range eps {
+		fmt.Fprintf(&b, "- addresses: [%s]\n  nodeName: %s\n  targetRef: {kind: Pod, namespace: default, name: %s}\n", e.IP, e.Node, e.Name)
+		if e.Cond != "" {
+			fmt.Fprintf(&b, "  conditions: %s\n", e.Cond)
+		}
+	}
+	return b.String()
+}
+
+// fixtureOf joins YAML documents into one cluster fixture.
+func fixtureOf(parts ...string) string {
+	trimmed := make([]string, 0, len(parts))
+	for _, p := range parts {
+		trimmed = append(trimmed, strings.TrimSpace(p))
+	}
+	return strings.Join(trimmed, "\n---\n") + "\n"
+}
+
+// endpointNames lists the endpoints' names.
+func endpointNames(eps []bEndpoint) []string {
+	out := make([]string, len(eps))
+	for i, e := range eps {
+		out[i] = e.Name
+	}
+	return out
+}
+
+// Probing.
+
+// probeTarget is where a behaviour spec sends traffic: from a namespace, to an
+// address and port.
+type probeTarget struct {
+	what  string // "pod on node-a to ClusterIP of aff"
+	ns    netnsutil.NS
+	proto model.Protocol
+	dst   netip.AddrPort
+	src   netip.AddrPort // optional: pins the source port
+}
+
+func (t probeTarget) spec(timeout time.Duration) topologies.ProbeSpec {
+	return topologies.ProbeSpec{Proto: string(t.proto), Dst: t.dst, Src: t.src, Timeout: timeout}
+}
+
+func (t probeTarget) String() string {
+	s := fmt.Sprintf("%s (%s/%s from %s", t.what, t.dst, t.proto, t.ns.Name)
+	if t.src.Port() != 0 {
+		s += fmt.Sprintf(", source port %d", t.src.Port())
+	}
+	return s + ")"
+}
+
+// withSrcPort pins the client's source port, so every probe is the same
+// 5-tuple (conntrack specs).
+func (t probeTarget) withSrcPort(port uint16) probeTarget {
+	t.src = netip.AddrPortFrom(netip.Addr{}, port)
+	return t
+}
+
+// probe sends one probe.
+func (t probeTarget) probe(ctx context.Context, timeout time.Duration) topologies.ProbeResult {
+	return topologies.Probe(ctx, t.ns, t.spec(timeout))
+}
+
+// sourceRule says what source address a backend must have seen.
+type sourceRule int
+
+const (
+	anySource sourceRule = iota
+	// clientSource: the client's own address (no SNAT).
+	clientSource
+	// nodeSource: an address of the node given to forward (SNAT).
+	nodeSource
+)
+
+// fwdCheck is what forward() requires of every answer.
+type fwdCheck struct {
+	// endpoints that may answer; with all, each must answer at least once.
+	endpoints []string
+	all       bool
+	source    sourceRule
+	node      string // for nodeSource
+}
+
+// forward sends n probes (new connections, or datagrams from fresh source
+// ports unless t pins one) and requires every one to be answered by an
+// allowed endpoint with the right source address. It returns the endpoint
+// that answered each probe, in order.
+func (h *harness) forward(ctx context.Context, t probeTarget, n int, want fwdCheck) []string {
+	By(fmt.Sprintf("sending %d probes: %s; allowed endpoints %v", n, t, want.endpoints))
+	got := make([]string, 0, n)
+	bad := map[string]int{}
+	counts := map[string]int{}
+	for range n {
+		r := t.probe(ctx, fwdTimeout)
+		got = append(got, r.Endpoint)
+		if msg := h.answerProblem(r, want); msg != "" {
+			bad[msg]++
+			continue
+		}
+		counts[r.Endpoint]++
+	}
+	var problems []string
+	for msg, c := range bad {
+		problems = append(problems, fmt.Sprintf("%d× %s", c, msg))
+	}
+	if want.all {
+		for _, ep := range want.endpoints {
+			if counts[ep] == 0 {
+				problems = append(problems, fmt.Sprintf("endpoint %s never answered", ep))
+			}
+		}
+	}
+	sort.Strings(problems)
+	Expect(problems).To(BeEmpty(), "%s: answers per endpoint %v; problems:\n  %s", t, counts, strings.Join(problems, "\n  "))
+	return got
+}
+
+func (h *harness) answerProblem(r topologies.ProbeResult, want fwdCheck) string {
+	if r.Outcome != topologies.Answered {
+		return describe(r)
+	}
+	if len(want.endpoints) > 0 && !slices.Contains(want.endpoints, r.Endpoint) {
+		return fmt.Sprintf("answered by %s, which is not one of %v", r.Endpoint, want.endpoints)
+	}
+	seen := r.SeenSource.Addr()
+	switch want.source {
+	case clientSource:
+		if seen != r.Local.Addr() {
+			return fmt.Sprintf("backend %s saw source %s, not the client's own %s (want it preserved)", r.Endpoint, seen, r.Local.Addr())
+		}
+	case nodeSource:
+		if !slices.Contains(h.nodeAddresses(want.node), seen) {
+			return fmt.Sprintf("backend %s saw source %s, not an address of %s (want SNAT; client was %s)", r.Endpoint, seen, want.node, r.Local.Addr())
+		}
+	}
+	return ""
+}
+
+// unanswered sends silentProbes probes and requires each to end as ok
+// says (refused, timed out, or either).
+func (h *harness) unanswered(ctx context.Context, t probeTarget, timeout time.Duration, wantText string, ok func(topologies.Outcome) bool) {
+	By(fmt.Sprintf("sending %d probes: %s; each must be %s", silentProbes, t, wantText))
+	var bad []string
+	for range silentProbes {
+		r := t.probe(ctx, timeout)
+		if !ok(r.Outcome) {
+			bad = append(bad, describe(r))
+		}
+	}
+	Expect(bad).To(BeEmpty(), "%s: want every probe %s; got:\n  %s", t, wantText, strings.Join(bad, "\n  "))
+}
+
+func (h *harness) refused(ctx context.Context, t probeTarget) {
+	h.unanswered(ctx, t, rejectTimeout, "refused", func(o topologies.Outcome) bool { return o == topologies.Refused })
+}
+
+func (h *harness) dropped(ctx context.Context, t probeTarget) {
+	h.unanswered(ctx, t, dropTimeout, "timed out", func(o topologies.Outcome) bool { return o == topologies.TimedOut })
+}
+
+// notServed: nothing answers (refused or timed out), e.g. a deleted
+// Service's VIP, whose fate is the datapath's choice (iptables leaves it to
+// routing, nftables drops unallocated Service IPs).
+func (h *harness) notServed(ctx context.Context, t probeTarget) {
+	h.unanswered(ctx, t, dropTimeout, "unanswered (refused or timed out)", func(o topologies.Outcome) bool {
+		return o == topologies.Refused || o == topologies.TimedOut
+	})
+}
+
+// distinctNames lists the distinct non-empty names in order of first appearance.
+func distinctNames(names []string) []string {
+	var out []string
+	for _, n := range names {
+		if n != "" && !slices.Contains(out, n) {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// Sources and destinations in the default two-node lab.
+
+func (h *harness) fromPod(node string) netnsutil.NS  { return h.lab.ClientNS(node) }
+func (h *harness) fromNode(node string) netnsutil.NS { return h.lab.NodeNS(node) }
+func (h *harness) fromExternal() netnsutil.NS        { return h.lab.ExternalNS(0) }
+func addrPortOf(ip string, port int32) netip.AddrPort {
+	return netip.AddrPortFrom(netip.MustParseAddr(ip), uint16(port))
+}
+func nodePortOn(ip netip.Addr, port int32) netip.AddrPort {
+	return netip.AddrPortFrom(ip, uint16(port))
+}
+
+// TestBehaviourFixtureYAML checks that the fixture builder writes what the
+// model reads back: every field a behaviour spec relies on. It needs no
+// root.
+func TestBehaviourFixtureYAML(t *testing.T) {
+	lb := bService{
+		Name: "lb", Type: model.LoadBalancer, ClusterIP: "198.19.0.1", LBIP: "198.19.2.1",
+		ETP: model.PolicyLocal, ITP: model.PolicyLocal, HCNP: 30100, Affinity: true, AffinitySeconds: 3,
+		Ports: []bPort{{Name: "tcp", Port: 80, NodePort: 30001}, {Name: "udp", Port: 53, Proto: model.UDP, NodePort: 30002}},
+	}
+	cip := bService{Name: "cip", ClusterIP: "198.19.0.2", Ports: []bPort{{Name: "tcp", Port: 80, NodePort: 30003}}}
+	empty := bService{Name: "empty", ClusterIP: "198.19.0.3", Ports: []bPort{{Name: "tcp", Port: 80}}}
+	eps := []bEndpoint{
+		{Name: "pod-a1", IP: "198.18.64.1", Node: "node-a"},
+		{Name: "pod-b1", IP: "198.18.65.1", Node: "node-b", Cond: terminatingServing},
+	}
+	cl, err := model.Parse("fixture.yaml", []byte(fixtureOf(bNodeA, bNodeB, lb.yaml(eps), cip.yaml(eps[:1]), empty.yaml(nil))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := cl.Service("default", "lb")
+	if s == nil {
+		t.Fatal("no Service lb")
+	}
+	if s.Type != model.LoadBalancer || s.ExternalTrafficPolicy != model.PolicyLocal || s.InternalTrafficPolicy != model.PolicyLocal ||
+		s.HealthCheckNodePort != 30100 || !s.SessionAffinity || s.AffinityTimeout != 3*time.Second ||
+		len(s.LoadBalancerIPs) != 1 || s.LoadBalancerIPs[0].String() != "198.19.2.1" {
+		t.Errorf("Service lb parsed as %+v", s)
+	}
+	if len(s.Ports) != 2 || s.Ports[0].NodePort != 30001 || s.Ports[1].Protocol != model.UDP || s.Ports[1].NodePort != 30002 {
+		t.Errorf("ports of lb: %+v %+v", s.Ports[0], s.Ports[1])
+	}
+	for _, p := range s.Ports {
+		if len(p.Endpoints) != 2 {
+			t.Fatalf("port %s of lb has %d endpoints, want 2", p.Name, len(p.Endpoints))
+		}
+		a, b := p.Endpoints[0], p.Endpoints[1]
+		if a.Name != "pod-a1" || a.NodeName != "node-a" || !a.Ready || a.Terminating || a.Port != p.Port {
+			t.Errorf("pod-a1 on port %s: %+v", p.Name, a)
+		}
+		if b.Name != "pod-b1" || b.Ready || !b.Serving || !b.Terminating {
+			t.Errorf("pod-b1 on port %s: %+v", p.Name, b)
+		}
+	}
+	if c := cl.Service("default", "cip"); c == nil || c.Type != model.ClusterIP || c.Ports[0].NodePort != 0 || c.SessionAffinity {
+		t.Errorf("Service cip (a nodePort on a ClusterIP Service must be left out): %+v", c)
+	}
+	if e := cl.Service("default", "empty"); e == nil || len(e.Ports[0].Endpoints) != 0 {
+		t.Errorf("Service empty (no slice): %+v", e)
+	}
 }

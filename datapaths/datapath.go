@@ -122,6 +122,13 @@ type ProxyConfig struct {
 	MasqueradeAll bool
 	// LocalhostNodePorts serves NodePorts on 127.0.0.1 (iptables IPv4 only).
 	LocalhostNodePorts bool
+	// NoLocalTrafficDetector asks for kube-proxy without a local-traffic
+	// detector (its no-op detector: detect-local-mode ClusterCIDR with no
+	// --cluster-cidr). Datapaths see it as empty ClusterCIDRs; the flag
+	// exists because the lab and the flow tables otherwise fill empty
+	// ClusterCIDRs with the address plan's pod range. Leave ClusterCIDRs
+	// empty when setting it.
+	NoLocalTrafficDetector bool
 }
 
 // Factory creates a datapath bound to one node.

@@ -202,7 +202,9 @@ func makePlan(c *model.Cluster, opts Options, keepIPv6 bool) (*plan, error) {
 	}
 
 	p.proxy = opts.Proxy
-	if len(p.proxy.ClusterCIDRs) == 0 {
+	// Without a detector ClusterCIDRs stay as given (empty), which is how a
+	// datapath learns there is none.
+	if len(p.proxy.ClusterCIDRs) == 0 && !p.proxy.NoLocalTrafficDetector {
 		p.proxy.ClusterCIDRs = []netip.Prefix{ClusterCIDR}
 		if p.v6 {
 			p.proxy.ClusterCIDRs = append(p.proxy.ClusterCIDRs, ClusterCIDR6)

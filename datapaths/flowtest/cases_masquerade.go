@@ -31,6 +31,31 @@ endpoints:
   targetRef: {kind: Pod, namespace: default, name: pod-a1}
 `
 
+// svcSourceIPLocal is a Service whose only endpoint is on node-a.
+const svcSourceIPLocal = `
+apiVersion: v1
+kind: Service
+metadata: {name: local-ep, namespace: default}
+spec:
+  clusterIP: 198.19.0.52
+  ports:
+  - {name: http, port: 80, protocol: TCP, targetPort: 80}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: local-ep-abcde
+  namespace: default
+  labels: {kubernetes.io/service-name: local-ep}
+addressType: IPv4
+ports:
+- {name: http, port: 80, protocol: TCP}
+endpoints:
+- addresses: [198.18.64.1]
+  nodeName: node-a
+  targetRef: {kind: Pod, namespace: default, name: pod-a1}
+`
+
 const svcHairpin = `
 apiVersion: v1
 kind: Service
@@ -162,6 +187,23 @@ func masqueradeCases() []Case {
 				{Name: "pod to ClusterIP", From: PodOn("node-a"), To: ClusterIPOf("svc1"), Port: 80, Expect: both.Masq(), Line: getLine()},
 				{Name: "node to ClusterIP", From: NodeItself("node-a"), To: ClusterIPOf("svc1"), Port: 80, Expect: both.Masq(), Line: getLine()},
 				{Name: "external to ClusterIP", From: External(0), To: ClusterIPOf("svc1"), Port: 80, Expect: both.Masq(), Line: getLine()},
+			},
+			Line: getLine(),
+		},
+		{
+			// With no detector kube-proxy writes no "! -s <clusterCIDR>"
+			// masquerade rule, so nothing reaching a ClusterIP is SNATed.
+			// External traffic is sent to a Service whose endpoint is on
+			// the ingress node: to a remote one the unmasqueraded reply
+			// would bypass the node that DNATed it.
+			ID: "MASQ-02", Name: "without a local-traffic detector ClusterIP traffic is not masqueraded",
+			Fixture: docs(nodeA, nodeB, svcETPCluster, svcSourceIPLocal),
+			Proxy:   datapaths.ProxyConfig{NoLocalTrafficDetector: true},
+			Flows: []Flow{
+				{Name: "pod to ClusterIP", From: PodOn("node-a"), To: ClusterIPOf("svc1"), Port: 80, Expect: both, Line: getLine()},
+				{Name: "node to ClusterIP", From: NodeItself("node-a"), To: ClusterIPOf("svc1"), Port: 80, Expect: both, Line: getLine()},
+				{Name: "external to ClusterIP keeps its address", From: External(0), To: ClusterIPOf("local-ep"), Port: 80, Expect: FWD("pod-a1"), Line: getLine()},
+				{Name: "external to NodePort is still masqueraded", From: External(0), To: NodeIPOf("node-a"), Port: 30004, Expect: both.Masq(), Line: getLine()},
 			},
 			Line: getLine(),
 		},

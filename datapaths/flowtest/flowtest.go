@@ -13,7 +13,8 @@
 //     packets from the named source.
 //
 // Every address lives in the lab's plan (topologies/api.go): nodes
-// 198.18.0.11/12/13, pods 198.18.64.x on node-a and 198.18.65.x on node-b,
+// 198.18.0.11/12/13…, pods 198.18.64.x on node-a, 198.18.65.x on node-b,
+// 198.18.66.x on node-c,
 // client pods 198.18.127.(1+node index), external clients 198.18.0.(200+i),
 // and Service VIPs, external IPs and load-balancer IPs in 198.19.0.0/16.
 package flowtest
@@ -269,6 +270,18 @@ func SecondaryNodeIPOf(node string) Dest { return Dest{Kind: ToNodeIP, Node: nod
 // NodeIP6Of is node's primary IPv6 address.
 func NodeIP6Of(node string) Dest { return Dest{Kind: ToNodeIP, Node: node, IPv6: true} }
 
+// SecondaryNodeIP6Of is node's second IPv6 address.
+func SecondaryNodeIP6Of(node string) Dest {
+	return Dest{Kind: ToNodeIP, Node: node, Index: 1, IPv6: true}
+}
+
+// At picks the Service's i-th address of the kind (0 is the first): the
+// secondary ClusterIP of a dual-stack Service, the second LB ingress IP.
+func (d Dest) At(i int) Dest {
+	d.Index = i
+	return d
+}
+
 // Localhost is 127.0.0.1 (only meaningful from the node itself).
 func Localhost() Dest { return Dest{Kind: ToLocalhost} }
 
@@ -321,6 +334,13 @@ type Flow struct {
 	// on the same 5-tuple before SNAT (MASQ-05).
 	SrcPort uint16
 	Expect  Expect
+	// ImplementationDefined, when set, says why Kubernetes leaves this
+	// flow's outcome to the implementation (e.g. a pod reaching its own
+	// node's eTP=Local NodePort, ETP-06). Expect is still kube-proxy's
+	// iptables mode, which the tracer checks; the conformance suite sends
+	// the traffic and records what it saw, but does not fail the datapath
+	// when it differs.
+	ImplementationDefined string
 	// Line is the table row's file:line; set it with getLine().
 	Line string
 }
@@ -445,7 +465,7 @@ func (c *Case) Protocols() []model.Protocol {
 // in, as the lab hands them to every datapath.
 func (c *Case) ProxyConfig() datapaths.ProxyConfig {
 	p := c.Proxy
-	if len(p.ClusterCIDRs) == 0 {
+	if len(p.ClusterCIDRs) == 0 && !p.NoLocalTrafficDetector {
 		p.ClusterCIDRs = []netip.Prefix{ClusterCIDR, ClusterCIDR6}
 	}
 	if len(p.ServiceCIDRs) == 0 {

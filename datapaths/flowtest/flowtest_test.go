@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"proxyrig/datapaths"
 	"proxyrig/datapaths/flowtest"
 	"proxyrig/model"
 )
@@ -168,5 +169,32 @@ func TestExpectFor(t *testing.T) {
 	}
 	if gb, _ := b.For("nftables"); gb.Verdict != flowtest.VerdictREJECT {
 		t.Errorf("b.For(nftables) = %v, want REJECT", gb)
+	}
+}
+
+// TestProxyConfigDetector: the tables' proxy settings fill in the plan's
+// pod range as the local-traffic detector, unless a case asks for none,
+// exactly as the lab does (topologies makePlan).
+func TestProxyConfigDetector(t *testing.T) {
+	def := (&flowtest.Case{}).ProxyConfig()
+	if len(def.ClusterCIDRs) != 2 || def.ClusterCIDRs[0] != flowtest.ClusterCIDR {
+		t.Errorf("default ClusterCIDRs = %v, want the plan's pod ranges", def.ClusterCIDRs)
+	}
+	none := (&flowtest.Case{Proxy: datapaths.ProxyConfig{NoLocalTrafficDetector: true}}).ProxyConfig()
+	if len(none.ClusterCIDRs) != 0 {
+		t.Errorf("NoLocalTrafficDetector: ClusterCIDRs = %v, want none", none.ClusterCIDRs)
+	}
+	if len(none.ServiceCIDRs) == 0 {
+		t.Errorf("NoLocalTrafficDetector: ServiceCIDRs lost their default")
+	}
+	for _, c := range flowtest.All() {
+		if c.Proxy.NoLocalTrafficDetector && len(c.Proxy.ClusterCIDRs) > 0 {
+			t.Errorf("%s (%s): NoLocalTrafficDetector with ClusterCIDRs set", c.Title(), c.Line)
+		}
+		for _, f := range c.AllFlows() {
+			if f.ImplementationDefined != "" && c.Concurrent {
+				t.Errorf("%s: a concurrent case cannot record an implementation-defined flow", f.Line)
+			}
+		}
 	}
 }
