@@ -32,6 +32,7 @@ import (
 
 	// Datapaths under test register themselves in init. Add new ones here.
 	_ "proxyrig/datapaths/iptables"
+	_ "proxyrig/datapaths/nftables"
 )
 
 // iptablesBackend picks the iptables flavour ("legacy", "nft") for

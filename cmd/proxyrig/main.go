@@ -16,6 +16,7 @@ import (
 	"syscall"
 
 	_ "proxyrig/datapaths/iptables" // registers "iptables"
+	_ "proxyrig/datapaths/nftables" // registers "nftables"
 )
 
 // exitError carries an exit status up to main without printing twice.

@@ -1,0 +1,474 @@
+package nftables
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	"sigs.k8s.io/knftables"
+
+	"proxyrig/model"
+)
+
+// staleChainDelay is how long a flushed, unreferenced per-Service chain
+// waits before it is deleted. Kernels before 6.2 notice only a short while
+// after a map element is deleted that the chain it pointed to is no longer
+// referenced, so kube-proxy flushes stale chains in the sync that orphans
+// them and deletes them in a later sync, at least a second afterwards.
+const staleChainDelay = time.Second
+
+// nftBaseChain is one chain attached to a netfilter hook.
+type nftBaseChain struct {
+	name      string
+	chainType knftables.BaseChainType
+	hook      knftables.BaseChainHook
+	priority  knftables.BaseChainPriority
+}
+
+// nftablesBaseChains are kube-proxy's base chains. The source-range
+// firewall must see the address the client used, so it runs just before
+// DNAT (dstnat-10). Everything else runs at filter priority, after DNAT:
+// a packet that a Service chain DNATed (a short-circuited one included)
+// no longer carries a Service address, so only packets no Service chain
+// took are checked for missing endpoints or unused ClusterIP ports.
+var nftablesBaseChains = []nftBaseChain{
+	{filterPreroutingPreDNATChain, knftables.FilterType, knftables.PreroutingHook, knftables.DNATPriority + "-10"},
+	{filterOutputPreDNATChain, knftables.FilterType, knftables.OutputHook, knftables.DNATPriority + "-10"},
+	{filterInputChain, knftables.FilterType, knftables.InputHook, knftables.FilterPriority},
+	{filterForwardChain, knftables.FilterType, knftables.ForwardHook, knftables.FilterPriority},
+	{filterOutputChain, knftables.FilterType, knftables.OutputHook, knftables.FilterPriority},
+	{natPreroutingChain, knftables.NATType, knftables.PreroutingHook, knftables.DNATPriority},
+	{natOutputChain, knftables.NATType, knftables.OutputHook, knftables.DNATPriority},
+	{natPostroutingChain, knftables.NATType, knftables.PostroutingHook, knftables.SNATPriority},
+}
+
+// nftJumpChain is a regular chain jumped to from a base chain.
+type nftJumpChain struct {
+	dstChain, srcChain, extraArgs string
+}
+
+var nftablesJumpChains = []nftJumpChain{
+	// reject is valid only in input, forward and output hooks on kernels
+	// before 5.9, so the endpoint checks cannot share prerouting with the
+	// firewall check; together the three hooks cover every path.
+	{nodePortEndpointsCheckChain, filterInputChain, "ct state new"},
+	{serviceEndpointsCheckChain, filterInputChain, "ct state new"},
+	{serviceEndpointsCheckChain, filterForwardChain, "ct state new"},
+	{serviceEndpointsCheckChain, filterOutputChain, "ct state new"},
+
+	{firewallCheckChain, filterPreroutingPreDNATChain, "ct state new"},
+	{firewallCheckChain, filterOutputPreDNATChain, "ct state new"},
+
+	{servicesChain, natOutputChain, ""},
+	{servicesChain, natPreroutingChain, ""},
+	{masqueradingChain, natPostroutingChain, ""},
+
+	{clusterIPsCheckChain, filterForwardChain, "ct state new"},
+	{clusterIPsCheckChain, filterOutputChain, "ct state new"},
+}
+
+// containerNames are the maps and sets whose elements are diffed one by
+// one on every sync, and flushed on a full one.
+var containerNames = []struct {
+	name  string
+	isSet bool
+}{
+	{clusterIPsSet, true},
+	{serviceIPsMap, false},
+	{firewallIPsMap, false},
+	{noEndpointServicesMap, false},
+	{noEndpointNodePortsMap, false},
+	{serviceNodePortsMap, false},
+}
+
+// elementStorage remembers the elements of one map or set as last written,
+// so a sync adds, replaces and deletes only what differs; kube-proxy's
+// nftElementStorage.
+type elementStorage struct {
+	family   knftables.Family
+	name     string
+	isSet    bool
+	elements map[string]string // key joined by " . " -> value
+	leftover map[string]bool   // keys not (yet) seen in this sync
+}
+
+func newElementStorage(f knftables.Family, name string, isSet bool) *elementStorage {
+	return &elementStorage{family: f, name: name, isSet: isSet, elements: map[string]string{}, leftover: map[string]bool{}}
+}
+
+func (s *elementStorage) object() knftables.Object {
+	if s.isSet {
+		return &knftables.Set{Family: s.family, Table: kubeProxyTable, Name: s.name}
+	}
+	return &knftables.Map{Family: s.family, Table: kubeProxyTable, Name: s.name}
+}
+
+// reset forgets every element and flushes the container (full sync).
+func (s *elementStorage) reset(tx *knftables.Transaction) {
+	clear(s.elements)
+	clear(s.leftover)
+	tx.Flush(s.object())
+}
+
+// begin marks every known element as leftover until ensure sees it.
+func (s *elementStorage) begin() {
+	clear(s.leftover)
+	for k := range s.elements {
+		s.leftover[k] = true
+	}
+}
+
+// ensure adds elem unless it is there with the same value; a changed value
+// is deleted and re-added, since nft cannot replace an element in place.
+func (s *elementStorage) ensure(tx *knftables.Transaction, elem *knftables.Element) {
+	key := strings.Join(elem.Key, " . ")
+	value := strings.Join(elem.Value, " . ")
+	if old, ok := s.elements[key]; ok {
+		if old != value {
+			tx.Delete(elem)
+			tx.Add(elem)
+			s.elements[key] = value
+		}
+		delete(s.leftover, key)
+		return
+	}
+	tx.Add(elem)
+	s.elements[key] = value
+}
+
+// cleanup deletes the elements no Service claimed in this sync, in sorted
+// order so the transaction text is deterministic.
+func (s *elementStorage) cleanup(tx *knftables.Transaction) {
+	for _, key := range slices.Sorted(maps.Keys(s.leftover)) {
+		e := &knftables.Element{Family: s.family, Table: kubeProxyTable, Key: strings.Split(key, " . ")}
+		if s.isSet {
+			e.Set = s.name
+		} else {
+			e.Map = s.name
+		}
+		tx.Delete(e)
+		delete(s.elements, key)
+	}
+	clear(s.leftover)
+}
+
+// familyApplied is what the proxier believes one family's table holds.
+type familyApplied struct {
+	base     string                       // BaseState.key() of the last full sync
+	services map[model.ServiceName]uint64 // Service -> ServiceState.Hash as written
+	storages map[string]*elementStorage
+	// staleChains are flushed per-Service chains waiting to be deleted.
+	staleChains map[string]time.Time
+}
+
+func newFamilyApplied(f knftables.Family) *familyApplied {
+	fa := &familyApplied{services: map[model.ServiceName]uint64{}, storages: map[string]*elementStorage{}, staleChains: map[string]time.Time{}}
+	for _, c := range containerNames {
+		fa.storages[c.name] = newElementStorage(f, c.name, c.isSet)
+	}
+	return fa
+}
+
+// lister lists object names ("chains", "sets") of one family's table; a
+// missing table is a knftables not-found error.
+type lister func(ctx context.Context, f knftables.Family, objectType string) ([]string, error)
+
+// syncPlan is one sync's transaction and what it changes.
+type syncPlan struct {
+	tx   *knftables.Transaction
+	full bool
+	// changed are the Services whose chains the transaction rewrites, or
+	// whose objects it removes.
+	changed map[model.ServiceName]bool
+	// services are the new per-family hashes, committed on success.
+	services map[knftables.Family]map[model.ServiceName]uint64
+	// listTime is the part of planning spent listing the kernel's tables.
+	listTime time.Duration
+	// warnings are non-fatal problems (a failed listing: stale chains are
+	// then left for a later sync), to be logged by the caller.
+	warnings []error
+}
+
+// planSync builds the one transaction that makes both tables equal to rs:
+// kube-proxy's syncProxyRules, for both families at once, so the whole
+// sync commits or fails as a unit. A full sync rewrites everything; a
+// partial one rewrites the chains of changed Services only, adds and
+// deletes only the map elements that differ, and flushes chains that no
+// Service uses any more. applied is updated in place for element storage
+// and stale chains; the caller commits services and base on success and
+// forces a full sync on failure, which resets both.
+func planSync(ctx context.Context, tx *knftables.Transaction, rs *Ruleset, applied map[knftables.Family]*familyApplied, full, recreateBaseChains bool, list lister, now time.Time) *syncPlan {
+	plan := &syncPlan{tx: tx, full: full, changed: map[model.ServiceName]bool{}, services: map[knftables.Family]map[model.ServiceName]uint64{}}
+	for _, fs := range rs.Families {
+		fa := applied[fs.Family]
+		if full {
+			writeBase(tx, fs, recreateBaseChains)
+			for _, c := range containerNames {
+				fa.storages[c.name].reset(tx)
+			}
+		}
+		for _, st := range fa.storages {
+			st.begin()
+		}
+
+		hashes := make(map[model.ServiceName]uint64, len(fs.Services))
+		activeChains := map[string]bool{}
+		activeSets := map[string]bool{}
+		for _, ss := range fs.Services {
+			hashes[ss.Name] = ss.Hash
+			old, known := fa.services[ss.Name]
+			rewrite := full || !known || old != ss.Hash
+			if rewrite {
+				plan.changed[ss.Name] = true
+			}
+			// Chains first: map elements and rules below refer to them.
+			for _, c := range ss.Chains {
+				activeChains[c] = true
+				if rewrite {
+					ch := &knftables.Chain{Family: fs.Family, Table: kubeProxyTable, Name: c}
+					tx.Add(ch)
+					tx.Flush(ch)
+				}
+			}
+			for _, s := range ss.Sets {
+				activeSets[s.Name] = true
+			}
+			for _, e := range ss.Elements {
+				st := fa.storages[e.Set+e.Map]
+				st.ensure(tx, e)
+			}
+			if !rewrite {
+				continue
+			}
+			for _, s := range ss.Sets {
+				tx.Add(s)
+			}
+			for _, r := range ss.Rules {
+				tx.Add(r)
+			}
+		}
+		plan.services[fs.Family] = hashes
+		// A removed Service changes too: its chains go stale and its
+		// elements are deleted below.
+		for name := range fa.services {
+			if _, ok := hashes[name]; !ok {
+				plan.changed[name] = true
+			}
+		}
+
+		// Chains no Service uses any more: flush now, delete later. The
+		// kernel's own list is the truth here, so leftovers of an earlier
+		// proxier (or of a failed sync) are found too.
+		t := time.Now()
+		chains, err := list(ctx, fs.Family, "chains")
+		plan.listTime += time.Since(t)
+		switch {
+		case err == nil:
+			slices.Sort(chains)
+			for _, c := range chains {
+				if !isServiceChainName(c) {
+					continue
+				}
+				if activeChains[c] {
+					delete(fa.staleChains, c)
+					continue
+				}
+				tx.Flush(&knftables.Chain{Family: fs.Family, Table: kubeProxyTable, Name: c})
+				if _, ok := fa.staleChains[c]; !ok {
+					fa.staleChains[c] = now
+				}
+			}
+		case !isNotFound(err):
+			plan.warnings = append(plan.warnings, fmt.Errorf("list %s chains (stale chains stay until a later sync): %w", fs.Family, err))
+		}
+
+		// Stale affinity sets can go at once: nothing refers to them after
+		// this transaction rewrites or flushes the chains that did.
+		t = time.Now()
+		sets, err := list(ctx, fs.Family, "sets")
+		plan.listTime += time.Since(t)
+		switch {
+		case err == nil:
+			slices.Sort(sets)
+			for _, s := range sets {
+				if isAffinitySetName(s) && !activeSets[s] {
+					tx.Delete(&knftables.Set{Family: fs.Family, Table: kubeProxyTable, Name: s})
+				}
+			}
+		case !isNotFound(err):
+			plan.warnings = append(plan.warnings, fmt.Errorf("list %s sets (stale affinity sets stay until a later sync): %w", fs.Family, err))
+		}
+
+		for _, c := range containerNames {
+			fa.storages[c.name].cleanup(tx)
+		}
+	}
+	return plan
+}
+
+// isNotFound is true for a missing table, whether nft said so (knftables'
+// error) or netlink did (ENOENT).
+func isNotFound(err error) bool {
+	return knftables.IsNotFound(err) || errors.Is(err, syscall.ENOENT)
+}
+
+// planStaleChainDeletion returns a transaction deleting the stale chains
+// that have been flushed for at least staleChainDelay, forgetting them
+// whether or not it then succeeds: a chain that survives is found and
+// flushed again by the next sync. nil means nothing is due.
+func planStaleChainDeletion(tx *knftables.Transaction, applied map[knftables.Family]*familyApplied, now time.Time) *knftables.Transaction {
+	n := 0
+	for _, f := range families {
+		fa := applied[f]
+		if fa == nil {
+			continue
+		}
+		for _, c := range slices.Sorted(maps.Keys(fa.staleChains)) {
+			if now.Sub(fa.staleChains[c]) >= staleChainDelay {
+				tx.Delete(&knftables.Chain{Family: f, Table: kubeProxyTable, Name: c})
+				delete(fa.staleChains, c)
+				n++
+			}
+		}
+	}
+	if n == 0 {
+		return nil
+	}
+	return tx
+}
+
+// writeBase adds kube-proxy's setupNFTables to tx: the table, the base and
+// top-level chains (flushed and refilled), the maps and sets, and the
+// fixed rules. recreateBaseChains deletes the base chains first (once per
+// proxier), because a chain's hook or priority cannot be changed in place,
+// so a table left by another version could otherwise fail every sync.
+func writeBase(tx *knftables.Transaction, fs *FamilyState, recreateBaseChains bool) {
+	f := fs.Family
+	ipX, addrType, noLocalhost := "ip", "ipv4_addr", "ip daddr != 127.0.0.0/8"
+	if f == knftables.IPv6Family {
+		ipX, addrType, noLocalhost = "ip6", "ipv6_addr", "ip6 daddr != ::1"
+	}
+	chain := func(name string) *knftables.Chain {
+		return &knftables.Chain{Family: f, Table: kubeProxyTable, Name: name}
+	}
+	rule := func(ch, comment string, words ...any) {
+		r := &knftables.Rule{Family: f, Table: kubeProxyTable, Chain: ch, Rule: knftables.Concat(words...)}
+		if comment != "" {
+			r.Comment = knftables.PtrTo(comment)
+		}
+		tx.Add(r)
+	}
+	created := map[string]bool{}
+	ensureChain := func(name string) {
+		if created[name] {
+			return
+		}
+		created[name] = true
+		tx.Add(chain(name))
+		tx.Flush(chain(name))
+	}
+
+	tx.Add(&knftables.Table{Family: f, Name: kubeProxyTable, Comment: knftables.PtrTo("rules for kube-proxy")})
+
+	if recreateBaseChains {
+		// add+delete: delete alone fails when the chain does not exist.
+		for _, bc := range nftablesBaseChains {
+			tx.Add(chain(bc.name))
+			tx.Delete(chain(bc.name))
+		}
+	}
+	for _, bc := range nftablesBaseChains {
+		c := chain(bc.name)
+		c.Type, c.Hook, c.Priority = knftables.PtrTo(bc.chainType), knftables.PtrTo(bc.hook), knftables.PtrTo(bc.priority)
+		tx.Add(c)
+		tx.Flush(c)
+	}
+
+	for _, j := range nftablesJumpChains {
+		ensureChain(j.dstChain)
+		rule(j.srcChain, "", j.extraArgs, "jump", j.dstChain)
+	}
+	for _, c := range []string{servicesChain, clusterIPsCheckChain, masqueradingChain, markMasqChain} {
+		ensureChain(c)
+	}
+
+	// Mark in the Service chains, masquerade in postrouting, and clear the
+	// mark so a packet that loops through again is judged afresh.
+	rule(markMasqChain, "", "mark", "set", "mark", "or", masqueradeMark)
+	rule(masqueradingChain, "", "mark", "and", masqueradeMark, "==", "0", "return")
+	rule(masqueradingChain, "", "mark", "set", "mark", "xor", masqueradeMark)
+	// Always fully-random: nft has had it as long as kube-proxy has used nft.
+	rule(masqueradingChain, "", "masquerade fully-random")
+
+	tx.Add(&knftables.Set{Family: f, Table: kubeProxyTable, Name: clusterIPsSet, Type: addrType, Comment: knftables.PtrTo("Active ClusterIPs")})
+	// Runs after DNAT: whatever still goes to a ClusterIP matched no port.
+	rule(clusterIPsCheckChain, "Reject traffic to invalid ports of ClusterIPs", ipX, "daddr", "@", clusterIPsSet, "reject")
+	if len(fs.Base.ServiceCIDRs) > 0 {
+		cidrs := make([]string, len(fs.Base.ServiceCIDRs))
+		for i, p := range fs.Base.ServiceCIDRs {
+			cidrs[i] = p.String()
+		}
+		rule(clusterIPsCheckChain, "Drop traffic to unallocated ClusterIPs", ipX, "daddr", "{", strings.Join(cidrs, ","), "}", "drop")
+	}
+
+	nodePortIPs := &knftables.Set{Family: f, Table: kubeProxyTable, Name: nodePortIPsSet, Type: addrType, Comment: knftables.PtrTo("IPs that accept NodePort traffic")}
+	tx.Add(nodePortIPs)
+	if fs.Base.NodePortMatchAll {
+		tx.Delete(&knftables.Set{Family: f, Table: kubeProxyTable, Name: nodePortIPsSet})
+	} else {
+		tx.Flush(&knftables.Set{Family: f, Table: kubeProxyTable, Name: nodePortIPsSet})
+		for _, ip := range fs.Base.NodePortIPs {
+			tx.Add(&knftables.Element{Family: f, Table: kubeProxyTable, Set: nodePortIPsSet, Key: []string{ip.String()}})
+		}
+	}
+
+	tx.Add(&knftables.Map{Family: f, Table: kubeProxyTable, Name: noEndpointServicesMap,
+		Type: addrType + " . inet_proto . inet_service : verdict", Comment: knftables.PtrTo("vmap to drop or reject packets to services with no endpoints")})
+	tx.Add(&knftables.Map{Family: f, Table: kubeProxyTable, Name: noEndpointNodePortsMap,
+		Type: "inet_proto . inet_service : verdict", Comment: knftables.PtrTo("vmap to drop or reject packets to service nodeports with no endpoints")})
+
+	reject := chain(rejectChain)
+	reject.Comment = knftables.PtrTo("helper for @no-endpoint-services / @no-endpoint-nodeports")
+	tx.Add(reject)
+	tx.Flush(chain(rejectChain))
+	rule(rejectChain, "", "reject")
+
+	rule(serviceEndpointsCheckChain, "", ipX, "daddr", ".", "meta l4proto", ".", "th dport", "vmap", "@", noEndpointServicesMap)
+	if fs.Base.NodePortMatchAll {
+		rule(nodePortEndpointsCheckChain, "", noLocalhost, "meta l4proto . th dport", "vmap", "@", noEndpointNodePortsMap)
+	} else {
+		rule(nodePortEndpointsCheckChain, "", ipX, "daddr", "@", nodePortIPsSet, "meta l4proto . th dport", "vmap", "@", noEndpointNodePortsMap)
+	}
+
+	tx.Add(&knftables.Map{Family: f, Table: kubeProxyTable, Name: firewallIPsMap,
+		Type: addrType + " . inet_proto . inet_service : verdict", Comment: knftables.PtrTo("destinations that are subject to LoadBalancerSourceRanges")})
+	ensureChain(firewallCheckChain)
+	rule(firewallCheckChain, "", ipX, "daddr", ".", "meta l4proto", ".", "th dport", "vmap", "@", firewallIPsMap)
+
+	tx.Add(&knftables.Map{Family: f, Table: kubeProxyTable, Name: serviceIPsMap,
+		Type: addrType + " . inet_proto . inet_service : verdict", Comment: knftables.PtrTo("ClusterIP, ExternalIP and LoadBalancer IP traffic")})
+	tx.Add(&knftables.Map{Family: f, Table: kubeProxyTable, Name: serviceNodePortsMap,
+		Type: "inet_proto . inet_service : verdict", Comment: knftables.PtrTo("NodePort traffic")})
+	rule(servicesChain, "", ipX, "daddr", ".", "meta l4proto", ".", "th dport", "vmap", "@", serviceIPsMap)
+	if fs.Base.NodePortMatchAll {
+		rule(servicesChain, "", "fib daddr type local", noLocalhost, "meta l4proto . th dport", "vmap", "@", serviceNodePortsMap)
+	} else {
+		rule(servicesChain, "", ipX, "daddr @nodeport-ips", "meta l4proto . th dport", "vmap", "@", serviceNodePortsMap)
+	}
+}
+
+// cleanupTransaction removes both tables. add+delete, so a missing table
+// is not an error. Equivalent to: nft delete table ip kube-proxy; nft
+// delete table ip6 kube-proxy.
+func cleanupTransaction(tx *knftables.Transaction) {
+	for _, f := range families {
+		t := &knftables.Table{Family: f, Name: kubeProxyTable}
+		tx.Add(t)
+		tx.Delete(&knftables.Table{Family: f, Name: kubeProxyTable})
+	}
+}
