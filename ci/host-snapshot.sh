@@ -44,5 +44,5 @@ find /sys/fs/bpf -mindepth 1 2>/dev/null | sort
 section "mounts"
 awk '{print $2, $3}' /proc/self/mounts | grep -v -E '^/run/netns(/| )' | sort
 section "proxyrig processes and state"
-for p in /proc/[0-9]*/cmdline; do tr '\0' ' ' <"$p" 2>/dev/null | grep -E '^prx-' ; done || true
+for p in /proc/[0-9]*/cmdline; do tr '\0' ' ' 2>/dev/null <"$p" | grep -E '^prx-' ; done 2>/dev/null || true
 ls -1 /run/proxyrig 2>/dev/null || true
