@@ -11,9 +11,16 @@
 #   netcat-openbsd  nc: the README's walk-through talks to Services with it
 #   kmod            lsmod: SCTP checks that no module was loaded
 #   procps          pgrep/ps: leftover-process checks
+#   qemu-system-x86 the VM runner (proxyrig vm): IPVS, SCTP, dummy and netem
+#                   need a kernel that has them; this host's cannot load modules
+#   linux-image-amd64  Debian's kernel that the VM boots (it has those modules)
+#   busybox-static  the VM's initramfs
+#   xz-utils        unpacks the VM kernel once, so every boot skips decompression
+#   cpio            lets the VM runner's tests check its initramfs with a second tool
 set -euo pipefail
 
-packages=(iptables nftables conntrack iproute2 netcat-openbsd kmod procps)
+packages=(iptables nftables conntrack iproute2 netcat-openbsd kmod procps
+  qemu-system-x86 linux-image-amd64 busybox-static xz-utils cpio)
 
 if [ "$(id -u)" -ne 0 ]; then
   echo "ci/install-deps.sh: must run as root (it installs Debian packages)" >&2

@@ -52,7 +52,17 @@ func ValidateName(name string) error {
 			return fmt.Errorf("lab name %q has %q: want only [a-z0-9]", name, r)
 		}
 	}
+	if why, ok := reservedNames[name]; ok {
+		return fmt.Errorf("lab name %q is reserved: %s", name, why)
+	}
 	return nil
+}
+
+// reservedNames share their prx-<name>- prefix with things that are not
+// labs, so a lab of that name would be removed by, or remove, them.
+var reservedNames = map[string]string{
+	"vm":     "prx-vm- belongs to the VM runner's qemu processes and result directories",
+	"doctor": "prx-doctor- belongs to the scratch namespaces of 'proxyrig doctor'",
 }
 
 // labPrefix is the prefix of every namespace and process title of a lab.

@@ -112,3 +112,14 @@ func TestParseEchoLine(t *testing.T) {
 		}
 	}
 }
+
+func TestValidateNameRefusesReservedPrefixes(t *testing.T) {
+	for _, name := range []string{"vm", "doctor"} {
+		if err := ValidateName(name); err == nil {
+			t.Errorf("ValidateName(%q) accepted a name whose prefix belongs to something else", name)
+		}
+	}
+	if err := ValidateName("vm2"); err != nil {
+		t.Errorf("vm2 is a fine lab name: %v", err)
+	}
+}

@@ -14,6 +14,7 @@ import (
 
 	"proxyrig/datapaths"
 	"proxyrig/internal/netnsutil"
+	"proxyrig/topologies/vm"
 )
 
 // A check is one capability doctor probes. Probes that need kernel state
@@ -134,8 +135,14 @@ func diagnose(ctx context.Context) ([]check, []datapathVerdict) {
 		}
 		return nil
 	}), "kernel has dummy interfaces", "IPVS' kube-ipvs0 layout needs the VM")
-	_, qerr := exec.LookPath("qemu-system-x86_64")
-	add("qemu-system-x86_64", qerr, "installed", "no VM runner for IPVS/SCTP (not built yet)")
+	if kernels, err := vm.Kernels(); err == nil && vm.Check() == nil {
+		add("VM runner", nil, fmt.Sprintf("qemu (TCG) with kernels %v: IPVS, SCTP, dummy and netem run there, emulated", kernels), "")
+	} else {
+		if err == nil {
+			err = vm.Check()
+		}
+		add("VM runner", err, "", "IPVS and SCTP cannot run on this machine at all; run ci/install-deps.sh")
+	}
 
 	var dps []datapathVerdict
 	for _, name := range datapaths.Names() {

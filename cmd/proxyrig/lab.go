@@ -19,6 +19,7 @@ import (
 	"proxyrig/datapaths"
 	"proxyrig/model"
 	"proxyrig/topologies"
+	"proxyrig/topologies/vm"
 )
 
 const labUsage = `Usage:
@@ -439,6 +440,13 @@ func runCleanup(ctx context.Context, args []string) error {
 		}
 	}
 	removed, err := topologies.Cleanup(ctx, *name)
+	if *name == "" {
+		// Leftover VMs and their result directories belong to no lab; a
+		// cleanup of everything removes them too.
+		vmRemoved, vmErr := vm.Cleanup()
+		removed = append(removed, vmRemoved...)
+		err = errors.Join(err, vmErr)
+	}
 	for _, r := range removed {
 		fmt.Printf("removed %s\n", r)
 	}
