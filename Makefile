@@ -8,7 +8,7 @@ OUT      ?= out
 # which has its own target so it can run in parallel and write JUnit).
 UNIT_PKGS = $(shell $(GO) list ./... | grep -v '/conformance$$')
 
-.PHONY: all build deps test vet fmt-check unit conformance lint clean cleanup
+.PHONY: all build deps test vet fmt-check unit conformance lint clean cleanup bench
 
 all: build
 
@@ -49,6 +49,11 @@ conformance: build
 test: deps lint build
 	bash ci/test.sh unit conformance
 	@echo "make test: all green"
+
+# A benchmark run at a moderate scale; see loadgen/README.md and
+# 'proxyrig bench -h' for the full matrix (100 … 30000 Services).
+bench: deps build
+	./$(BIN) bench --datapaths $(or $(DATAPATHS),iptables,nftables) --services $(or $(SERVICES),100,1000) --endpoints 5 --out $(OUT)/bench
 
 cleanup: build
 	./$(BIN) cleanup

@@ -39,6 +39,7 @@ func commands() []command {
 	return []command{
 		{name: "lab", summary: "build, change, inspect and tear down a lab (up|apply|status|down)", run: runLab},
 		{name: "conformance", summary: "run the conformance suite and print the item × datapath matrix", run: runConformance},
+		{name: "bench", summary: "measure datapaths at scale: sync, programming latency, per-packet cost, disruption", run: runBench},
 		{name: "vm", summary: "run a command inside a VM whose kernel has IPVS, SCTP, dummy and netem (emulated)", run: runVM},
 		{name: "cleanup", summary: "remove every leftover namespace, process and file with the prx- prefix", run: runCleanup},
 		{name: "doctor", summary: "say what this machine can run natively, what needs the VM, what is missing", run: runDoctor},

@@ -1,0 +1,138 @@
+package loadgen
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// cpuTime is the CPU time this process and its reaped children (the
+// iptables-restore, nft … a datapath execs) have used so far, user plus
+// system. Children count only once waited for, which exec.Cmd.Run does
+// before a Sync returns.
+func cpuTime() time.Duration {
+	var self, kids unix.Rusage
+	_ = unix.Getrusage(unix.RUSAGE_SELF, &self)
+	_ = unix.Getrusage(unix.RUSAGE_CHILDREN, &kids)
+	tv := func(t unix.Timeval) time.Duration { return time.Duration(t.Nano()) }
+	return tv(self.Utime) + tv(self.Stime) + tv(kids.Utime) + tv(kids.Stime)
+}
+
+// userHZ is the unit of /proc/stat: USER_HZ, 100 on every Linux
+// architecture proxyrig runs on (the kernel exports it fixed, whatever
+// CONFIG_HZ is).
+const userHZ = 100
+
+// kernelCPU is the machine-wide time all CPUs spent in the kernel: system
+// (syscalls), irq and softirq (where packets are processed), from the
+// first line of /proc/stat.
+type kernelCPU struct {
+	system, irq, softirq uint64 // USER_HZ ticks
+}
+
+func readKernelCPU() (kernelCPU, error) {
+	f, err := os.Open("/proc/stat")
+	if err != nil {
+		return kernelCPU{}, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 8 || fields[0] != "cpu" {
+			continue
+		}
+		v := make([]uint64, 8)
+		for i := 1; i < 8; i++ {
+			v[i], _ = strconv.ParseUint(fields[i], 10, 64)
+		}
+		// cpu user nice system idle iowait irq softirq ...
+		return kernelCPU{system: v[3], irq: v[6], softirq: v[7]}, nil
+	}
+	return kernelCPU{}, fmt.Errorf("/proc/stat has no cpu line")
+}
+
+// since is the kernel time spent between two readings.
+func (k kernelCPU) since(before kernelCPU) time.Duration {
+	ticks := (k.system - before.system) + (k.irq - before.irq) + (k.softirq - before.softirq)
+	return time.Duration(ticks) * time.Second / userHZ
+}
+
+// Env is the machine a run was made on: what a figure needs beside it to
+// mean anything, and what tells two runs apart.
+type Env struct {
+	Kernel    string `json:"kernel"`
+	GoVersion string `json:"goVersion"`
+	CPUs      int    `json:"cpus"`
+	CPUModel  string `json:"cpuModel,omitempty"`
+	MemTotal  uint64 `json:"memTotalBytes"`
+	// Governor is cpu0's cpufreq scaling governor, or "unavailable" when
+	// the machine does not expose one (as in most VMs).
+	Governor string `json:"governor"`
+	// LoadAvgStart and LoadAvgEnd are /proc/loadavg's 1, 5 and 15 minute
+	// averages when the run started and ended: background load.
+	LoadAvgStart [3]float64 `json:"loadAvgStart"`
+	LoadAvgEnd   [3]float64 `json:"loadAvgEnd"`
+	// Emulated is true inside proxyrig's VM (PROXYRIG_EMULATED=1): its
+	// timings are emulated and never to be set beside native ones.
+	Emulated bool `json:"emulated"`
+}
+
+// readEnv describes this machine now.
+func readEnv() Env {
+	e := Env{GoVersion: runtime.Version(), CPUs: runtime.NumCPU(), Governor: "unavailable"}
+	var uts unix.Utsname
+	if unix.Uname(&uts) == nil {
+		e.Kernel = unix.ByteSliceToString(uts.Release[:])
+	}
+	if b, err := os.ReadFile("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor"); err == nil {
+		e.Governor = strings.TrimSpace(string(b))
+	}
+	e.LoadAvgStart = readLoadAvg()
+	e.Emulated = os.Getenv("PROXYRIG_EMULATED") == "1"
+	if f, err := os.Open("/proc/cpuinfo"); err == nil {
+		sc := bufio.NewScanner(f)
+		for sc.Scan() {
+			if k, v, ok := strings.Cut(sc.Text(), ":"); ok && strings.TrimSpace(k) == "model name" {
+				e.CPUModel = strings.TrimSpace(v)
+				break
+			}
+		}
+		f.Close()
+	}
+	var si unix.Sysinfo_t
+	if unix.Sysinfo(&si) == nil {
+		e.MemTotal = uint64(si.Totalram) * uint64(si.Unit)
+	}
+	return e
+}
+
+func readLoadAvg() [3]float64 {
+	var out [3]float64
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return out
+	}
+	f := strings.Fields(string(b))
+	for i := 0; i < 3 && i < len(f); i++ {
+		out[i], _ = strconv.ParseFloat(f[i], 64)
+	}
+	return out
+}
+
+// maxRSS is the peak resident set of this process, in bytes.
+func maxRSS() uint64 {
+	var ru unix.Rusage
+	if unix.Getrusage(unix.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	return uint64(ru.Maxrss) * 1024
+}
+
+func goarch() string { return runtime.GOARCH }
