@@ -13,6 +13,7 @@ import (
 	"proxyrig/datapaths"
 	"proxyrig/datapaths/fake"
 	"proxyrig/datapaths/flowtest"
+	"proxyrig/model"
 )
 
 // The spec tree is built once per registered datapath, from the same
@@ -60,7 +61,13 @@ const (
 // the cluster state it needs before sending, so a focused or filtered run of
 // a single spec still sees the right state.
 func describeCase(dp string, c flowtest.Case) {
-	Describe(c.Title(), Ordered, Label(c.ID), func() {
+	labels := Label(c.ID)
+	if slices.Contains(c.Protocols(), model.SCTP) {
+		// SCTP cases can only run where the kernel has SCTP sockets, i.e.
+		// in the VM runner; the label lets make test select them there.
+		labels = Label(c.ID, "proto:SCTP")
+	}
+	Describe(c.Title(), Ordered, labels, func() {
 		var h *harness
 		BeforeAll(func(ctx SpecContext) {
 			h = newHarness(ctx, dp, &c)

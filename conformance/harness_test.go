@@ -26,6 +26,7 @@ import (
 	"proxyrig/internal/netnsutil"
 	"proxyrig/model"
 	"proxyrig/topologies"
+	"proxyrig/topologies/vm"
 )
 
 // What a flow's verdict means on the wire, and how much traffic proves it.
@@ -43,9 +44,8 @@ const (
 	uniformTolerance        = 0.5
 	// silentProbes are sent for REJECT, DROP and PASS; each must behave.
 	silentProbes = 3
-	// fwdTimeout and rejectTimeout are generous: a refusal is recognised by
-	// its outcome, never by how fast it came.
-	fwdTimeout    = 3 * time.Second
+	// rejectTimeout is generous: a refusal is recognised by its outcome,
+	// never by how fast it came.
 	rejectTimeout = 3 * time.Second
 	// dropTimeout is short: silence is all DROP and PASS promise, and a
 	// late answer would still be an answer before it.
@@ -53,6 +53,18 @@ const (
 	// portOwner is what the test's own listener answers with (FreePorts).
 	portOwner = "port-owner"
 )
+
+// fwdTimeout bounds a probe that must be answered. 3 s natively; inside the
+// VM runner (emulated CPU, about 6x slower) it is 10 s, because 3 s is also
+// SCTP's initial INIT retransmission timeout (net.sctp.rto_initial), so one
+// INIT lost while an emulated node is busy would otherwise turn into a
+// false failure. A longer wait only ever costs time on a failing probe.
+var fwdTimeout = func() time.Duration {
+	if vm.Emulated() {
+		return 10 * time.Second
+	}
+	return 3 * time.Second
+}()
 
 // harness is one case's lab and the cluster state applied to it.
 type harness struct {
