@@ -17,10 +17,11 @@
 #   busybox-static  the VM's initramfs
 #   xz-utils        unpacks the VM kernel once, so every boot skips decompression
 #   cpio            lets the VM runner's tests check its initramfs with a second tool
+#   chromium        make test renders a real report in headless Chromium
 set -euo pipefail
 
 packages=(iptables nftables conntrack iproute2 netcat-openbsd kmod procps
-  qemu-system-x86 linux-image-amd64 busybox-static xz-utils cpio)
+  qemu-system-x86 linux-image-amd64 busybox-static xz-utils cpio chromium)
 
 if [ "$(id -u)" -ne 0 ]; then
   echo "ci/install-deps.sh: must run as root (it installs Debian packages)" >&2

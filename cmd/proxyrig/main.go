@@ -40,6 +40,8 @@ func commands() []command {
 		{name: "lab", summary: "build, change, inspect and tear down a lab (up|apply|status|down)", run: runLab},
 		{name: "conformance", summary: "run the conformance suite and print the item × datapath matrix", run: runConformance},
 		{name: "bench", summary: "measure datapaths at scale: sync, programming latency, per-packet cost, disruption", run: runBench},
+		{name: "report", summary: "render the HTML report (charts, conformance, figures, recommendation) from result directories", run: runReport},
+		{name: "recommend", summary: "rank the datapaths for a cluster profile from measured results", run: runRecommend},
 		{name: "vm", summary: "run a command inside a VM whose kernel has IPVS, SCTP, dummy and netem (emulated)", run: runVM},
 		{name: "cleanup", summary: "remove every leftover namespace, process and file with the prx- prefix", run: runCleanup},
 		{name: "doctor", summary: "say what this machine can run natively, what needs the VM, what is missing", run: runDoctor},
