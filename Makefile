@@ -8,7 +8,7 @@ OUT      ?= out
 # which has its own target so it can run in parallel and write JUnit).
 UNIT_PKGS = $(shell $(GO) list ./... | grep -v '/conformance$$')
 
-.PHONY: all build deps test vet fmt-check unit conformance conformance-vm lint clean cleanup bench
+.PHONY: report all build deps test vet fmt-check unit conformance conformance-vm lint clean cleanup bench
 
 all: build
 
@@ -54,6 +54,13 @@ conformance-vm: build
 test: deps lint build
 	bash ci/test.sh unit conformance conformance-vm
 	@echo "make test: all green"
+
+# The main job: doctor, conformance for every datapath this machine supports
+# (what the kernel lacks through the VM), the benchmark matrix at the default
+# scale, and the HTML report. Everything lands in $(OUT)/report/; the path of
+# report.html is printed at the end.
+report: deps build
+	./$(BIN) run --out $(OUT)/report
 
 # A benchmark run at a moderate scale; see loadgen/README.md and
 # 'proxyrig bench -h' for the full matrix (100 … 30000 Services).

@@ -37,6 +37,7 @@ type command struct {
 
 func commands() []command {
 	return []command{
+		{name: "run", summary: "the main job: doctor, conformance for every datapath this machine supports (IPVS via the VM), the benchmark matrix, and the HTML report", run: runMain},
 		{name: "lab", summary: "build, change, inspect and tear down a lab (up|apply|status|down)", run: runLab},
 		{name: "conformance", summary: "run the conformance suite and print the item × datapath matrix", run: runConformance},
 		{name: "bench", summary: "measure datapaths at scale: sync, programming latency, per-packet cost, disruption", run: runBench},
