@@ -8,7 +8,7 @@ OUT      ?= out
 # which has its own target so it can run in parallel and write JUnit).
 UNIT_PKGS = $(shell $(GO) list ./... | grep -v '/conformance$$')
 
-.PHONY: report all build deps test vet fmt-check unit conformance conformance-vm lint clean cleanup bench
+.PHONY: report all build deps test vet fmt-check unit conformance conformance-vm lint clean cleanup bench generate generate-check
 
 all: build
 
@@ -21,6 +21,15 @@ build:
 	$(GO) build -o $(BIN) ./cmd/proxyrig
 	$(GO) test -c -o bin/proxyrig-conformance.test ./conformance
 	$(GO) build -o bin/ginkgo github.com/onsi/ginkgo/v2/ginkgo
+
+# Regenerate the eBPF datapath's committed BPF object and Go bindings
+# (bpf2go, pinned as a tool in go.mod, with Debian's clang).
+generate:
+	$(GO) generate ./datapaths/ebpf/...
+
+# The committed generated files must be exactly what the sources produce.
+generate-check: generate
+	@git diff --exit-code -- datapaths/ebpf/ || { echo "generated eBPF files are stale: run 'make generate' and commit"; exit 1; }
 
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
@@ -51,7 +60,7 @@ conformance-vm: build
 
 # The whole suite. The root namespace is snapshotted before and compared
 # after (ci/test.sh): any change fails the run and names what changed.
-test: deps lint build
+test: deps lint generate-check build
 	bash ci/test.sh unit conformance conformance-vm
 	@echo "make test: all green"
 

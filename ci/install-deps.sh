@@ -18,10 +18,15 @@
 #   xz-utils        unpacks the VM kernel once, so every boot skips decompression
 #   cpio            lets the VM runner's tests check its initramfs with a second tool
 #   chromium        make test renders a real report in headless Chromium
+#   clang llvm libbpf-dev linux-libc-dev
+#                   make generate compiles the eBPF datapath's C (bpf2go);
+#                   make test regenerates and fails on any difference
+#   bpftool         people inspecting an eBPF lab: bpftool map dump
 set -euo pipefail
 
 packages=(iptables nftables conntrack iproute2 netcat-openbsd kmod procps
-  qemu-system-x86 linux-image-amd64 busybox-static xz-utils cpio chromium)
+  qemu-system-x86 linux-image-amd64 busybox-static xz-utils cpio chromium
+  clang llvm libbpf-dev linux-libc-dev bpftool)
 
 if [ "$(id -u)" -ne 0 ]; then
   echo "ci/install-deps.sh: must run as root (it installs Debian packages)" >&2

@@ -1,0 +1,533 @@
+package ebpf
+
+import (
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+
+	"github.com/cilium/ebpf"
+)
+
+// This file applies a rendered state to the BPF maps: it sizes the maps
+// when they are created, diffs the desired entries against what the maps
+// hold (what the last sync wrote, or on a full sync what the kernel
+// actually has) and writes only the difference, with batch operations
+// where the kernel has them.
+
+// Map capacities. The configuration maps are hash maps created with
+// BPF_F_NO_PREALLOC, so a large max_entries costs nothing until entries
+// exist: capacity is headroom, not memory. The LRU maps (ct, affinity,
+// sock_revnat) are preallocated by the kernel, so their size is fixed
+// and modest.
+const (
+	minConfigEntries = 1 << 16
+	// configHeadroom: a map is created with room for this many times the
+	// entries of the first sync, so a lab can grow after Build.
+	configHeadroom  = 8
+	minSrcRanges    = 1 << 10
+	defaultCTSize   = 1 << 17
+	affinitySize    = 1 << 16
+	sockRevnatSize  = 1 << 16
+	netnsCookieSize = 1 << 12
+)
+
+// mapSizes are the max_entries of the maps whose size depends on the
+// input.
+type mapSizes struct {
+	Services, Slots, Backends, Members, SrcRanges uint32
+	Services6, Backends6, SrcRanges6              uint32
+	CT                                            uint32 // ct and ct6 each
+}
+
+func capacityFor(n int, min uint32) uint32 {
+	want := uint64(n) * configHeadroom
+	c := uint64(min)
+	for c < want {
+		c *= 2
+	}
+	if c > 1<<28 {
+		c = 1 << 28
+	}
+	return uint32(c)
+}
+
+func sizesFor(d *desired, ctSize uint32) mapSizes {
+	if ctSize == 0 {
+		ctSize = defaultCTSize
+	}
+	return mapSizes{
+		Services:  capacityFor(len(d.Services), minConfigEntries),
+		Slots:     capacityFor(len(d.Slots), minConfigEntries),
+		Backends:  capacityFor(len(d.Backends), minConfigEntries),
+		Members:   capacityFor(len(d.Members), minConfigEntries),
+		SrcRanges: capacityFor(len(d.SrcRanges), minSrcRanges),
+		// Both families live in a 64k-entry floor: a lab that turns
+		// dual-stack later keeps its maps.
+		Services6:  capacityFor(len(d.Services6), minConfigEntries),
+		Backends6:  capacityFor(len(d.Backends6), minConfigEntries),
+		SrcRanges6: capacityFor(len(d.SrcRanges6), minSrcRanges),
+		CT:         ctSize,
+	}
+}
+
+// MapFullError says a desired state does not fit in a map created by an
+// earlier sync. It is never a silent drop: the sync fails and names the
+// map, and the datapath must be cleaned up and recreated to grow.
+type MapFullError struct {
+	Map      string
+	Need     int
+	Capacity uint32
+}
+
+func (e *MapFullError) Error() string {
+	return fmt.Sprintf("BPF map %s: %d entries needed, capacity %d (sized at the first sync with %dx headroom); recreate the datapath to grow it",
+		e.Map, e.Need, e.Capacity, configHeadroom)
+}
+
+// checkCapacity fails when d does not fit the maps.
+func checkCapacity(d *desired, s mapSizes) error {
+	for _, c := range []struct {
+		name string
+		n    int
+		cap  uint32
+	}{
+		{"services", len(d.Services), s.Services},
+		{"slots", len(d.Slots), s.Slots},
+		{"backends", len(d.Backends), s.Backends},
+		{"members", len(d.Members), s.Members},
+		{"src_ranges", len(d.SrcRanges), s.SrcRanges},
+		{"services6", len(d.Services6), s.Services6},
+		{"backends6", len(d.Backends6), s.Backends6},
+		{"src_ranges6", len(d.SrcRanges6), s.SrcRanges6},
+	} {
+		if c.n > int(c.cap) {
+			return &MapFullError{Map: c.name, Need: c.n, Capacity: c.cap}
+		}
+	}
+	return nil
+}
+
+// loadSpec returns the collection spec with map sizes set.
+func loadSpec(s mapSizes) (*ebpf.CollectionSpec, error) {
+	spec, err := loadLb()
+	if err != nil {
+		return nil, err
+	}
+	set := func(name string, n uint32) error {
+		m, ok := spec.Maps[name]
+		if !ok {
+			return fmt.Errorf("BPF object has no map %q", name)
+		}
+		m.MaxEntries = n
+		return nil
+	}
+	for name, n := range map[string]uint32{
+		lbMapServices: s.Services, lbMapSlots: s.Slots, lbMapBackends: s.Backends,
+		lbMapMembers: s.Members, lbMapSrcRanges: s.SrcRanges, lbMapCt: s.CT,
+		lbMapServices6: s.Services6, lbMapBackends6: s.Backends6, lbMapSrcRanges6: s.SrcRanges6, lbMapCt6: s.CT,
+		lbMapAffinity: affinitySize, lbMapSockRevnat: sockRevnatSize, lbMapNetnsCookies: netnsCookieSize,
+		lbMapAffinity6: affinitySize, lbMapSockRevnat6: sockRevnatSize,
+	} {
+		if n == 0 {
+			continue
+		}
+		if err := set(name, n); err != nil {
+			return nil, err
+		}
+	}
+	return spec, nil
+}
+
+// diff lists the keys to write (missing or different in have) and the
+// keys to delete (in have, not wanted), each sorted by less so the writes
+// are deterministic.
+func diff[K comparable, V comparable](want, have map[K]V, less func(a, b K) int) (upd []K, del []K) {
+	for k, v := range want {
+		if hv, ok := have[k]; !ok || hv != v {
+			upd = append(upd, k)
+		}
+	}
+	for k := range have {
+		if _, ok := want[k]; !ok {
+			del = append(del, k)
+		}
+	}
+	slices.SortFunc(upd, less)
+	slices.SortFunc(del, less)
+	return upd, del
+}
+
+func cmpU32(a, b uint32) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// cmpAddr orders addresses as numbers (10.0.0.2 before 10.0.0.10), not as
+// the host-order integers they are stored as.
+func cmpAddr(a, b uint32) int { return addrFromBE32(a).Compare(addrFromBE32(b)) }
+
+func lessSvcKey(a, b lbSvcKey) int {
+	if c := cmpAddr(a.Addr, b.Addr); c != 0 {
+		return c
+	}
+	if c := cmpU32(uint32(portFromBE16(a.Port)), uint32(portFromBE16(b.Port))); c != 0 {
+		return c
+	}
+	if c := cmpU32(uint32(a.Proto), uint32(b.Proto)); c != 0 {
+		return c
+	}
+	return cmpU32(uint32(a.Scope), uint32(b.Scope))
+}
+
+func cmpAddr6(a, b [4]uint32) int { return addrFromBE128(a).Compare(addrFromBE128(b)) }
+
+func lessSvc6Key(a, b lbSvc6Key) int {
+	if c := cmpAddr6(a.Addr, b.Addr); c != 0 {
+		return c
+	}
+	if c := cmpU32(uint32(portFromBE16(a.Port)), uint32(portFromBE16(b.Port))); c != 0 {
+		return c
+	}
+	if c := cmpU32(uint32(a.Proto), uint32(b.Proto)); c != 0 {
+		return c
+	}
+	return cmpU32(uint32(a.Scope), uint32(b.Scope))
+}
+
+func lessSrcRange6Key(a, b lbSrcRange6Key) int {
+	if c := cmpU32(a.Id, b.Id); c != 0 {
+		return c
+	}
+	if c := cmpAddr6(a.Addr, b.Addr); c != 0 {
+		return c
+	}
+	return cmpU32(a.Prefixlen, b.Prefixlen)
+}
+
+func lessSlotKey(a, b lbSlotKey) int {
+	if c := cmpU32(a.Id, b.Id); c != 0 {
+		return c
+	}
+	return cmpU32(a.Slot, b.Slot)
+}
+
+func lessMemberKey(a, b lbMemberKey) int {
+	if c := cmpU32(a.Id, b.Id); c != 0 {
+		return c
+	}
+	return cmpU32(a.BackendId, b.BackendId)
+}
+
+func lessSrcRangeKey(a, b lbSrcRangeKey) int {
+	if c := cmpU32(a.Id, b.Id); c != 0 {
+		return c
+	}
+	if c := cmpAddr(a.Addr, b.Addr); c != 0 {
+		return c
+	}
+	return cmpU32(a.Prefixlen, b.Prefixlen)
+}
+
+// syncPlan is the ordered list of map operations one sync performs.
+type syncPlan struct {
+	backendsUpd, backendsDel   []uint32
+	slotsUpd, slotsDel         []lbSlotKey
+	membersUpd, membersDel     []lbMemberKey
+	rangesUpd, rangesDel       []lbSrcRangeKey
+	servicesUpd, servicesDel   []lbSvcKey
+	backends6Upd, backends6Del []uint32
+	ranges6Upd, ranges6Del     []lbSrcRange6Key
+	services6Upd, services6Del []lbSvc6Key
+	config                     bool
+	// changed holds the Services ("ns/name") whose entries changed.
+	changed map[string]bool
+}
+
+func (p *syncPlan) written() int {
+	n := len(p.backendsUpd) + len(p.backendsDel) + len(p.slotsUpd) + len(p.slotsDel) +
+		len(p.membersUpd) + len(p.membersDel) + len(p.rangesUpd) + len(p.rangesDel) +
+		len(p.servicesUpd) + len(p.servicesDel) + len(p.backends6Upd) + len(p.backends6Del) +
+		len(p.ranges6Upd) + len(p.ranges6Del) + len(p.services6Upd) + len(p.services6Del)
+	if p.config {
+		n++
+	}
+	return n
+}
+
+// planSync diffs want against have. owners (the previous desired state,
+// may be nil) names the Services of entries that go away.
+func planSync(want, have, owners *desired) *syncPlan {
+	p := &syncPlan{changed: map[string]bool{}}
+	p.config = want.Config != have.Config
+	p.backendsUpd, p.backendsDel = diff(want.Backends, have.Backends, cmpU32)
+	p.slotsUpd, p.slotsDel = diff(want.Slots, have.Slots, lessSlotKey)
+	p.membersUpd, p.membersDel = diff(want.Members, have.Members, lessMemberKey)
+	p.rangesUpd, p.rangesDel = diff(want.SrcRanges, have.SrcRanges, lessSrcRangeKey)
+	p.servicesUpd, p.servicesDel = diff(want.Services, have.Services, lessSvcKey)
+	p.backends6Upd, p.backends6Del = diff(want.Backends6, have.Backends6, cmpU32)
+	p.ranges6Upd, p.ranges6Del = diff(want.SrcRanges6, have.SrcRanges6, lessSrcRange6Key)
+	p.services6Upd, p.services6Del = diff(want.Services6, have.Services6, lessSvc6Key)
+
+	groupOwner := func(id uint32) string {
+		if o, ok := want.groupOwner[id]; ok {
+			return o
+		}
+		if owners != nil {
+			return owners.groupOwner[id]
+		}
+		return ""
+	}
+	svcOwner := func(k lbSvcKey) string {
+		if o, ok := want.svcOwner[k]; ok {
+			return o
+		}
+		if owners != nil {
+			return owners.svcOwner[k]
+		}
+		return ""
+	}
+	svcOwner6 := func(k lbSvc6Key) string {
+		if o, ok := want.svcOwner6[k]; ok {
+			return o
+		}
+		if owners != nil {
+			return owners.svcOwner6[k]
+		}
+		return ""
+	}
+	mark := func(o string) {
+		if o != "" {
+			p.changed[o] = true
+		}
+	}
+	for _, ks := range [][]lbSvcKey{p.servicesUpd, p.servicesDel} {
+		for _, k := range ks {
+			mark(svcOwner(k))
+		}
+	}
+	for _, ks := range [][]lbSvc6Key{p.services6Upd, p.services6Del} {
+		for _, k := range ks {
+			mark(svcOwner6(k))
+		}
+	}
+	for _, ks := range [][]lbSrcRange6Key{p.ranges6Upd, p.ranges6Del} {
+		for _, k := range ks {
+			mark(groupOwner(k.Id))
+		}
+	}
+	for _, ks := range [][]lbSlotKey{p.slotsUpd, p.slotsDel} {
+		for _, k := range ks {
+			mark(groupOwner(k.Id))
+		}
+	}
+	for _, ks := range [][]lbMemberKey{p.membersUpd, p.membersDel} {
+		for _, k := range ks {
+			mark(groupOwner(k.Id))
+		}
+	}
+	for _, ks := range [][]lbSrcRangeKey{p.rangesUpd, p.rangesDel} {
+		for _, k := range ks {
+			mark(groupOwner(k.Id))
+		}
+	}
+	return p
+}
+
+// apply performs the plan. The order keeps every lookup chain complete
+// while it runs: a packet may see the old or the new entry of any one
+// map, but never a frontend whose slots or backends are not written yet.
+// New backends, slots, members and ranges go first, then the frontends
+// that use them; frontends that go away are deleted before what they used.
+//
+// With injectFault, the apply fails halfway, after the backends, slots and
+// members are written and before any frontend changes, with an error the
+// kernel itself returns (datapaths.FaultInjector).
+func (p *syncPlan) apply(m *lbMaps, want *desired, injectFault bool) error {
+	if err := update(m.Backends, "backends", p.backendsUpd, want.Backends); err != nil {
+		return err
+	}
+	if err := update(m.Backends6, "backends6", p.backends6Upd, want.Backends6); err != nil {
+		return err
+	}
+	if err := update(m.Slots, "slots", p.slotsUpd, want.Slots); err != nil {
+		return err
+	}
+	if err := update(m.Members, "members", p.membersUpd, want.Members); err != nil {
+		return err
+	}
+	if injectFault {
+		// config is a one-entry array: the kernel refuses index 1 (E2BIG).
+		if err := m.Config.Update(uint32(1), want.Config, ebpf.UpdateAny); err != nil {
+			return fmt.Errorf("injected fault: update config[1]: %w", err)
+		}
+		return errors.New("injected fault: the kernel accepted config[1]")
+	}
+	// LPM tries have no batch operations.
+	for _, k := range p.rangesUpd {
+		if err := m.SrcRanges.Update(k, want.SrcRanges[k], ebpf.UpdateAny); err != nil {
+			return fmt.Errorf("update src_ranges: %w", err)
+		}
+	}
+	for _, k := range p.ranges6Upd {
+		if err := m.SrcRanges6.Update(k, want.SrcRanges6[k], ebpf.UpdateAny); err != nil {
+			return fmt.Errorf("update src_ranges6: %w", err)
+		}
+	}
+	if p.config {
+		if err := m.Config.Update(uint32(0), want.Config, ebpf.UpdateAny); err != nil {
+			return fmt.Errorf("update config: %w", err)
+		}
+	}
+	if err := update(m.Services, "services", p.servicesUpd, want.Services); err != nil {
+		return err
+	}
+	if err := update(m.Services6, "services6", p.services6Upd, want.Services6); err != nil {
+		return err
+	}
+	if err := remove(m.Services, "services", p.servicesDel); err != nil {
+		return err
+	}
+	if err := remove(m.Services6, "services6", p.services6Del); err != nil {
+		return err
+	}
+	for _, k := range p.rangesDel {
+		if err := m.SrcRanges.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("delete from src_ranges: %w", err)
+		}
+	}
+	for _, k := range p.ranges6Del {
+		if err := m.SrcRanges6.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("delete from src_ranges6: %w", err)
+		}
+	}
+	if err := remove(m.Members, "members", p.membersDel); err != nil {
+		return err
+	}
+	if err := remove(m.Slots, "slots", p.slotsDel); err != nil {
+		return err
+	}
+	if err := remove(m.Backends6, "backends6", p.backends6Del); err != nil {
+		return err
+	}
+	return remove(m.Backends, "backends", p.backendsDel)
+}
+
+// update writes keys (with their values from want) in one batch, or one
+// by one where the kernel has no batch operations for the map.
+func update[K comparable, V any](m *ebpf.Map, name string, keys []K, want map[K]V) error {
+	if len(keys) == 0 {
+		return nil
+	}
+	vals := make([]V, len(keys))
+	for i, k := range keys {
+		vals[i] = want[k]
+	}
+	if len(keys) > 1 {
+		_, err := m.BatchUpdate(keys, vals, nil)
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, ebpf.ErrNotSupported) {
+			return fmt.Errorf("batch update of %d entries in %s: %w", len(keys), name, err)
+		}
+	}
+	for i, k := range keys {
+		if err := m.Update(k, vals[i], ebpf.UpdateAny); err != nil {
+			return fmt.Errorf("update %s: %w", name, err)
+		}
+	}
+	return nil
+}
+
+// remove deletes keys, tolerating keys already gone (an LRU map, or a
+// repair that raced with nothing).
+func remove[K comparable](m *ebpf.Map, name string, keys []K) error {
+	if len(keys) == 0 {
+		return nil
+	}
+	if len(keys) > 1 {
+		_, err := m.BatchDelete(keys, nil)
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, ebpf.ErrNotSupported) && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("batch delete of %d entries from %s: %w", len(keys), name, err)
+		}
+	}
+	for _, k := range keys {
+		if err := m.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("delete from %s: %w", name, err)
+		}
+	}
+	return nil
+}
+
+// readMaps reads back what the kernel's configuration maps hold, for a
+// full sync that must repair what was changed out of band.
+func readMaps(m *lbMaps) (*desired, error) {
+	have := &desired{}
+	var err error
+	if have.Services, err = readAll[lbSvcKey, lbSvcValue](m.Services, "services"); err != nil {
+		return nil, err
+	}
+	if have.Slots, err = readAll[lbSlotKey, uint32](m.Slots, "slots"); err != nil {
+		return nil, err
+	}
+	if have.Backends, err = readAll[uint32, lbBackend](m.Backends, "backends"); err != nil {
+		return nil, err
+	}
+	if have.Members, err = readAll[lbMemberKey, uint32](m.Members, "members"); err != nil {
+		return nil, err
+	}
+	if have.SrcRanges, err = readAll[lbSrcRangeKey, uint8](m.SrcRanges, "src_ranges"); err != nil {
+		return nil, err
+	}
+	if have.Services6, err = readAll[lbSvc6Key, lbSvcValue](m.Services6, "services6"); err != nil {
+		return nil, err
+	}
+	if have.Backends6, err = readAll[uint32, lbBackend6](m.Backends6, "backends6"); err != nil {
+		return nil, err
+	}
+	if have.SrcRanges6, err = readAll[lbSrcRange6Key, uint8](m.SrcRanges6, "src_ranges6"); err != nil {
+		return nil, err
+	}
+	if err := m.Config.Lookup(uint32(0), &have.Config); err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	return have, nil
+}
+
+func readAll[K comparable, V any](m *ebpf.Map, name string) (map[K]V, error) {
+	out := map[K]V{}
+	var k K
+	var v V
+	it := m.Iterate()
+	for it.Next(&k, &v) {
+		out[k] = v
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("read %s: %w", name, err)
+	}
+	return out, nil
+}
+
+// cloneDesired copies the maps of d, so a later change to one is not a
+// change to the other.
+func cloneDesired(d *desired) *desired {
+	c := *d
+	c.Services = maps.Clone(d.Services)
+	c.Slots = maps.Clone(d.Slots)
+	c.Backends = maps.Clone(d.Backends)
+	c.Members = maps.Clone(d.Members)
+	c.SrcRanges = maps.Clone(d.SrcRanges)
+	c.Services6 = maps.Clone(d.Services6)
+	c.Backends6 = maps.Clone(d.Backends6)
+	c.SrcRanges6 = maps.Clone(d.SrcRanges6)
+	return &c
+}
