@@ -22,11 +22,13 @@
 #                   make generate compiles the eBPF datapath's C (bpf2go);
 #                   make test regenerates and fails on any difference
 #   bpftool         people inspecting an eBPF lab: bpftool map dump
+#   ipset           the IPVS datapath's sets (kube-proxy's KUBE-CLUSTER-IP …)
+#   ipvsadm         people inspecting an IPVS lab (in the VM): ipvsadm -Ln
 set -euo pipefail
 
 packages=(iptables nftables conntrack iproute2 netcat-openbsd kmod procps
   qemu-system-x86 linux-image-amd64 busybox-static xz-utils cpio chromium
-  clang llvm libbpf-dev linux-libc-dev bpftool)
+  clang llvm libbpf-dev linux-libc-dev bpftool ipset ipvsadm)
 
 if [ "$(id -u)" -ne 0 ]; then
   echo "ci/install-deps.sh: must run as root (it installs Debian packages)" >&2
