@@ -551,14 +551,20 @@ func TestCleanupAfterCrash(t *testing.T) {
 	// Stop the servers at the end; by then the namespaces are long gone.
 	t.Cleanup(func() { _ = l.Close(context.Background()) })
 
-	// A leftover supervisor process and state directory.
-	sleep, err := exec.LookPath("sleep")
+	// A leftover supervisor process (this test binary, re-executed as a
+	// stand-in; see TestMain) and state directory.
+	self, err := os.Executable()
 	if err != nil {
-		t.Skip("no sleep binary to stand in for a supervisor")
+		t.Fatal(err)
 	}
-	cmd := &exec.Cmd{Path: sleep, Args: []string{"prx-" + name + "-supervisor", "60"}}
+	title := "prx-" + name + "-supervisor"
+	cmd := &exec.Cmd{Path: self, Args: []string{title}, Env: append(os.Environ(), standInEnv+"=1")}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
+	}
+	// The stand-in must be alive, under its title, before cleanup looks.
+	if got := argv0(cmd.Process.Pid); got != title {
+		t.Fatalf("stand-in pid %d has argv[0] %q, want %q", cmd.Process.Pid, got, title)
 	}
 	waited := make(chan error, 1)
 	go func() { waited <- cmd.Wait() }()
@@ -576,9 +582,12 @@ func TestCleanupAfterCrash(t *testing.T) {
 		t.Errorf("Build over a live lab: %v, want an \"already exists\" error", err)
 	}
 	nsBefore := labNamespaces(t, name)
+	if len(nsBefore) == 0 {
+		t.Fatal("the lab has no namespaces before Cleanup")
+	}
 	removed, err := Cleanup(context.Background(), name)
 	if err != nil {
-		t.Fatalf("Cleanup: %v", err)
+		t.Fatalf("Cleanup: %v (removed %v)", err, removed)
 	}
 	if !slices.IsSorted(removed) {
 		t.Errorf("removed is not sorted: %v", removed)
