@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -17,6 +18,7 @@ import (
 
 	"proxyrig/datapaths"
 	"proxyrig/loadgen"
+	"proxyrig/topologies/vm"
 )
 
 // runBench is `proxyrig bench`: measure datapaths at several scales and
@@ -38,6 +40,8 @@ func runBench(ctx context.Context, args []string) error {
 	verbose := fs.Bool("v", false, "log each phase to stderr")
 	opts := kvList{}
 	fs.Var(opts, "opt", "datapath option key=value (repeatable), e.g. scheduler=rr")
+	inVM := fs.Bool("vm", false, "run inside the VM runner (Debian's kernel, emulated CPU): for datapaths this kernel lacks, e.g. ipvs; results are marked emulated")
+	bundle := fs.Bool("vm-bundle", false, "internal: print the result files as one JSON object on stdout (used inside the VM)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: proxyrig bench [flags]\n\nMeasures sync_full, sync_incremental, programming_latency, first_packet_rtt,\nrr_latency, throughput, cpu_per_packet and disruption for each datapath at each\nscale, in scale-mode labs. Needs root. See loadgen/README.md.\n\nFlags:\n")
 		fs.PrintDefaults()
@@ -54,6 +58,9 @@ func runBench(ctx context.Context, args []string) error {
 	if os.Geteuid() != 0 {
 		return errors.New("bench needs root: it builds network namespaces and programs datapaths in them")
 	}
+	if *inVM && !vm.Emulated() {
+		return runBenchInVM(ctx, fs, *out, *dps, *verbose)
+	}
 	var scales []int
 	for _, s := range strings.Split(*services, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(s))
@@ -62,12 +69,14 @@ func runBench(ctx context.Context, args []string) error {
 		}
 		scales = append(scales, n)
 	}
-	names := datapaths.Names()
-	if *dps != "" {
-		names = nil
-		for _, d := range strings.Split(*dps, ",") {
-			if d = strings.TrimSpace(d); d != "" {
-				names = append(names, d)
+	names := benchDatapaths(*dps)
+	if !vm.Emulated() {
+		// Say it before any lab is built: a datapath this kernel cannot
+		// run would only fail cell after cell.
+		for _, d := range names {
+			if why := needsVM(ctx, d, *backend); why != "" {
+				return &exitError{code: 2, err: fmt.Errorf("bench: datapath %s cannot run on this kernel (%s); measure it in the VM runner, "+
+					"next to a reference datapath so its figures can be read as ratios:\n  proxyrig bench --vm --datapaths iptables,%s --services 100,1000", d, why, d)}
 			}
 		}
 	}
@@ -118,8 +127,18 @@ func runBench(ctx context.Context, args []string) error {
 	if err := os.WriteFile(txtPath, txt.Bytes(), 0o644); err != nil {
 		return err
 	}
-	res.Summary(os.Stdout)
-	fmt.Printf("\nresults: %s\n         %s (Go benchmark format: benchstat %s)\n", jsonPath, txtPath, txtPath)
+	if *bundle {
+		// Inside the VM: the host reads the files from stdout, so the
+		// human summary goes to stderr.
+		res.Summary(os.Stderr)
+		b := benchBundle{Files: map[string]string{filepath.Base(jsonPath): js.String(), filepath.Base(txtPath): txt.String()}}
+		if err := json.NewEncoder(os.Stdout).Encode(b); err != nil {
+			return err
+		}
+	} else {
+		res.Summary(os.Stdout)
+		fmt.Printf("\nresults: %s\n         %s (Go benchmark format: benchstat %s)\n", jsonPath, txtPath, txtPath)
+	}
 	// A results file that does not match its schema is a bug here, not a
 	// measurement: say so loudly, but keep the file.
 	if err := loadgen.ValidateJSON(js.Bytes()); err != nil {
@@ -133,6 +152,79 @@ func runBench(ctx context.Context, args []string) error {
 	}
 	if failed > 0 {
 		return &exitError{code: 1, err: fmt.Errorf("%d of %d cells failed (see %s)", failed, len(res.Cells), jsonPath)}
+	}
+	return nil
+}
+
+// benchDatapaths is the --datapaths list, or every registered datapath.
+func benchDatapaths(list string) []string {
+	if list == "" {
+		return datapaths.Names()
+	}
+	var names []string
+	for _, d := range strings.Split(list, ",") {
+		if d = strings.TrimSpace(d); d != "" {
+			names = append(names, d)
+		}
+	}
+	return names
+}
+
+// benchBundle is what `proxyrig bench --vm-bundle` prints inside the VM:
+// the result files by name, since the guest cannot write to the host's
+// file system.
+type benchBundle struct {
+	Files map[string]string `json:"files"`
+}
+
+// runBenchInVM re-runs this bench command inside the VM runner's guest and
+// writes the result files it hands back into out. The guest marks every
+// figure emulated (PROXYRIG_EMULATED=1), and the report keeps them apart.
+func runBenchInVM(ctx context.Context, fs *flag.FlagSet, out, dps string, verbose bool) error {
+	if err := vm.Check(); err != nil {
+		return fmt.Errorf("bench: --vm: %w", err)
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("bench: find this binary to run it in the VM: %w", err)
+	}
+	argv := []string{self, "bench", "--vm-bundle", "--out", "/tmp/prx-bench-vm"}
+	fs.Visit(func(f *flag.Flag) {
+		switch f.Name {
+		case "vm", "vm-bundle", "out":
+		default:
+			argv = append(argv, "--"+f.Name+"="+f.Value.String())
+		}
+	})
+	var modules []string
+	for _, d := range benchDatapaths(dps) {
+		modules = append(modules, vmModules(d)...)
+	}
+	fmt.Fprintf(os.Stderr, "proxyrig bench: running inside the VM runner (emulated CPU: read its figures only as ratios within that run)\n")
+	var stdout bytes.Buffer
+	code, err := vm.Run(ctx, vm.Config{Modules: modules, Timeout: 3 * time.Hour, Logger: newLogger(verbose)}, argv, &stdout, os.Stderr)
+	if err != nil {
+		return fmt.Errorf("bench: run in the VM: %w", err)
+	}
+	var b benchBundle
+	if err := json.Unmarshal(stdout.Bytes(), &b); err != nil || len(b.Files) == 0 {
+		return &exitError{code: max(code, 1), err: fmt.Errorf("bench: the run in the VM (exit status %d) returned no results (see its output above)", code)}
+	}
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		return err
+	}
+	for name, body := range b.Files {
+		if name != filepath.Base(name) || !strings.HasPrefix(name, "bench-") {
+			return fmt.Errorf("bench: the VM returned an unexpected file name %q", name)
+		}
+		p := filepath.Join(out, name)
+		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+			return err
+		}
+		fmt.Printf("results (emulated, VM): %s\n", p)
+	}
+	if code != 0 {
+		return &exitError{code: code}
 	}
 	return nil
 }

@@ -31,6 +31,8 @@ const (
 	runConfVMDir    = "conformance-vm" // one subdirectory per VM run
 	runConfMerged   = "conformance-merged"
 	runBenchDir     = "bench"
+	runBenchVMDir   = "bench-vm" // the datapaths measured in the VM runner
+	runVMScale      = "100,1000" // bench scales in the VM (emulated, slow)
 	runQuickFilter  = "category:CIP || category:NOEP"
 	runSCTPFilter   = "proto:SCTP"
 	runDefaultScale = "100,1000"
@@ -133,7 +135,7 @@ func runMain(ctx context.Context, args []string) error {
 		return errs
 	})
 	r.step(ctx, "conformance", func() []error { return r.conformance(ctx, native, viaVM) })
-	r.step(ctx, "bench", func() []error { return r.bench(ctx, native) })
+	r.step(ctx, "bench", func() []error { return r.bench(ctx, native, viaVM) })
 	reportPath := filepath.Join(o.out, runReportFile)
 	// The report is rendered even after an interrupt: whatever finished is
 	// worth reading.
@@ -438,14 +440,48 @@ func mergeVMResults(nat, vmm *matrix.Matrix) *matrix.Matrix {
 	return &out
 }
 
-// bench measures the native datapaths into DIR/bench.
-func (r *mainRun) bench(ctx context.Context, native []string) []error {
+// bench measures the native datapaths into DIR/bench, then the datapaths
+// this kernel lacks inside the VM runner into DIR/bench-vm, beside a
+// native-capable reference datapath measured in the same emulated run: an
+// emulated CPU's timings mean nothing next to native ones, but the ratio
+// to a reference in the same run does (the report keeps them apart).
+func (r *mainRun) bench(ctx context.Context, native, viaVM []string) []error {
+	var errs []error
 	if len(native) == 0 {
-		return []error{errors.New("bench: no datapath runs natively here, so nothing was measured")}
+		errs = append(errs, errors.New("bench: no datapath runs natively here, so nothing was measured natively"))
+	} else if err := runBench(ctx, r.benchArgs(filepath.Join(r.o.out, runBenchDir), native, r.o.services, r.o.budget)); err != nil {
+		errs = append(errs, fmt.Errorf("bench: %s", errText(err)))
 	}
-	args := []string{"--out", filepath.Join(r.o.out, runBenchDir), "--datapaths", strings.Join(native, ","),
-		"--services", r.o.services, "--endpoints", strconv.Itoa(r.o.endpoints), "--reps", strconv.Itoa(r.o.reps),
-		"--budget", r.o.budget.String()}
+	if len(viaVM) == 0 {
+		return errs
+	}
+	if r.o.noVM {
+		return append(errs, fmt.Errorf("bench: --no-vm, so %s (which this kernel cannot run) went unmeasured", strings.Join(viaVM, ", ")))
+	}
+	if err := vm.Check(); err != nil {
+		return append(errs, fmt.Errorf("bench: the VM runner cannot run here, so %s went unmeasured: %v", strings.Join(viaVM, ", "), err))
+	}
+	dps := viaVM
+	if len(native) > 0 && !slices.Contains(viaVM, native[0]) {
+		dps = append([]string{native[0]}, viaVM...)
+	}
+	// The emulated CPU is several times slower: the smallest scales only,
+	// and a share of the budget of their own.
+	scale := runVMScale
+	if r.o.quick {
+		scale = runQuickScale
+	}
+	args := append([]string{"--vm"}, r.benchArgs(filepath.Join(r.o.out, runBenchVMDir), dps, scale, r.o.budget/2)...)
+	if err := runBench(ctx, args); err != nil {
+		errs = append(errs, fmt.Errorf("bench (in the VM: %s): %s", strings.Join(dps, ", "), errText(err)))
+	}
+	return errs
+}
+
+func (r *mainRun) benchArgs(out string, dps []string, services string, budget time.Duration) []string {
+	args := []string{"--out", out, "--datapaths", strings.Join(dps, ","),
+		"--services", services, "--endpoints", strconv.Itoa(r.o.endpoints), "--reps", strconv.Itoa(r.o.reps),
+		"--budget", budget.String()}
 	if r.o.quick {
 		args = append(args, "--quick")
 	}
@@ -455,10 +491,7 @@ func (r *mainRun) bench(ctx context.Context, native []string) []error {
 	if r.o.verbose {
 		args = append(args, "-v")
 	}
-	if err := runBench(ctx, args); err != nil {
-		return []error{fmt.Errorf("bench: %s", errText(err))}
-	}
-	return nil
+	return args
 }
 
 // report renders DIR/report.html from everything under DIR, with trends
