@@ -185,7 +185,7 @@ func (d *Datapath) syncAttachments() (int, error) {
 		return 0, err
 	}
 	defer h.Close()
-	links, err := h.LinkList()
+	links, err := d.listLinks(h)
 	if err != nil {
 		return 0, fmt.Errorf("list links in netns %s: %w", d.cfg.NS.Name, err)
 	}
@@ -479,7 +479,7 @@ func (d *Datapath) podNamespaces(cache map[string]podNetns) (map[string]podNetns
 		return nil, err
 	}
 	defer h.Close()
-	links, err := h.LinkList()
+	links, err := retryDump(h.LinkList)
 	if err != nil {
 		return nil, fmt.Errorf("list links in netns %s: %w", d.cfg.NS.Name, err)
 	}
@@ -502,7 +502,7 @@ func (d *Datapath) podNamespaces(cache map[string]podNetns) (map[string]podNetns
 	if err != nil {
 		return nil, fmt.Errorf("list network namespaces: %w", err)
 	}
-	routes, err := h.RouteList(nil, netlink.FAMILY_ALL)
+	routes, err := retryDump(func() ([]netlink.Route, error) { return h.RouteList(nil, netlink.FAMILY_ALL) })
 	if err != nil {
 		return nil, fmt.Errorf("list routes in netns %s: %w", d.cfg.NS.Name, err)
 	}

@@ -1,10 +1,21 @@
 package ebpf
 
 import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"reflect"
 	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
 
 	"proxyrig/datapaths"
+	"proxyrig/internal/netnsutil"
 	"proxyrig/model"
 )
 
@@ -55,6 +66,252 @@ func BenchmarkRenderAndPlan(b *testing.B) {
 					b.Fatalf("%d Services changed, want 1", len(p.changed))
 				}
 			}
+		})
+		// "one-change-cached" is what Datapath.Sync does: unchanged
+		// Services reuse their cached rendering.
+		b.Run(fmt.Sprintf("services=%d/one-change-cached", n), func(b *testing.B) {
+			var cache renderCache
+			first, ids, err := renderCached(v, nil, &cache)
+			if err != nil {
+				b.Fatal(err)
+			}
+			applied := cloneDesired(first)
+			v2 := scaleView(n)
+			v2.Cluster.Services[0].Ports[0].Endpoints = v2.Cluster.Services[0].Ports[0].Endpoints[1:]
+			views := []*datapaths.NodeView{v2, v}
+			i := 0
+			for b.Loop() {
+				want, next, err := renderCached(views[i%2], ids, &cache)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if want.touched == nil {
+					b.Fatal("render was not incremental")
+				}
+				if p := planSyncTouched(want, applied, applied); len(p.changed) != 1 {
+					b.Fatalf("%d Services changed, want 1", len(p.changed))
+				}
+				applied.patch(want)
+				ids = next
+				i++
+			}
+		})
+	}
+}
+
+// TestEqualServiceFields changes every field of a Service, its ports and
+// endpoints in turn and checks that equalService notices, so a field added
+// to the model later cannot make the render cache reuse a stale rendering.
+func TestEqualServiceFields(t *testing.T) {
+	base := func() *model.Service {
+		s := service("a", model.LoadBalancer, "198.19.0.1", port("http", model.TCP, 80, 30080, ep("198.18.64.1", 8080, nodeB)))
+		s.Ports[0].Endpoints[0].ZoneHints = []string{"z"}
+		s.Ports[0].Endpoints[0].NodeHints = []string{"n"}
+		return s
+	}
+	mutate := func(v reflect.Value) {
+		switch v.Kind() {
+		case reflect.String:
+			v.SetString(v.String() + "x")
+		case reflect.Bool:
+			v.SetBool(!v.Bool())
+		case reflect.Int32, reflect.Int64, reflect.Int:
+			v.SetInt(v.Int() + 1)
+		case reflect.Slice:
+			switch v.Type().Elem() {
+			case reflect.TypeFor[netip.Addr]():
+				v.Set(reflect.Append(v, reflect.ValueOf(netip.MustParseAddr("198.19.9.9"))))
+			case reflect.TypeFor[netip.Prefix]():
+				v.Set(reflect.Append(v, reflect.ValueOf(netip.MustParsePrefix("10.0.0.0/8"))))
+			case reflect.TypeFor[string]():
+				v.Set(reflect.Append(v, reflect.ValueOf("y")))
+			default:
+				v.Set(reflect.Zero(v.Type()))
+			}
+		case reflect.Struct:
+			switch v.Type() {
+			case reflect.TypeFor[netip.Addr]():
+				v.Set(reflect.ValueOf(netip.MustParseAddr("198.18.64.99")))
+			default:
+				// Origin, ServiceName: change the first field.
+				v.Field(0).SetString(v.Field(0).String() + "x")
+			}
+		default:
+			t.Fatalf("field of kind %s: teach this test (and equalService) about it", v.Kind())
+		}
+	}
+	check := func(what string, get func(*model.Service) reflect.Value) {
+		n := get(base()).NumField()
+		for i := range n {
+			a, b := base(), base()
+			f := get(b).Field(i)
+			if f.Type() == reflect.TypeFor[time.Duration]() {
+				f.SetInt(f.Int() + 1)
+			} else {
+				mutate(f)
+			}
+			if equalService(a, b) || equalService(b, a) {
+				t.Errorf("equalService ignores %s.%s", what, get(b).Type().Field(i).Name)
+			}
+			if !equalService(b, cloneService(b)) {
+				t.Errorf("cloneService loses %s.%s", what, get(b).Type().Field(i).Name)
+			}
+		}
+	}
+	check("Service", func(s *model.Service) reflect.Value { return reflect.ValueOf(s).Elem() })
+	check("ServicePort", func(s *model.Service) reflect.Value { return reflect.ValueOf(s.Ports[0]).Elem() })
+	check("Endpoint", func(s *model.Service) reflect.Value { return reflect.ValueOf(s.Ports[0].Endpoints[0]).Elem() })
+}
+
+// TestRenderCacheMatchesRender renders a sequence of views with the cache
+// and without it: the entries, warnings and ids must be the same, whatever
+// changed (an endpoint, a Service added or gone, a policy, a frontend two
+// Services claim, the node's addresses), and an incremental plan applied
+// to the previous state must write what a whole diff writes.
+func TestRenderCacheMatchesRender(t *testing.T) {
+	clash := service("clash", model.ClusterIP, "198.19.0.80", port("http", model.TCP, 80, 0, ep("198.18.64.7", 80, nodeB)))
+	sctp := service("sctp", model.ClusterIP, "198.19.0.90", port("s", model.SCTP, 80, 0), port("http", model.TCP, 80, 0, ep("198.18.64.8", 80, nodeB)))
+	dual := service("dual", model.NodePort, "198.19.0.91", port("http", model.TCP, 80, 30091, ep("198.18.64.8", 80, nodeB), ep("fd00::8", 80, nodeB)))
+	dual.ClusterIPs = append(dual.ClusterIPs, addr("fd01::91"))
+	h := helloService()
+	h.Ports[0].Endpoints = h.Ports[0].Endpoints[1:]
+	l := localService()
+	l.ExternalTrafficPolicy = model.PolicyCluster
+	fw := firewalledService()
+	fw.LoadBalancerSourceRanges = append(fw.LoadBalancerSourceRanges, prefix("198.18.0.0/24"))
+	shared := udpService(ep("198.18.64.50", 8080, nodeA)) // fw's backend too
+	base := []*model.Service{helloService(), emptyService(), localService(), affinityService(), firewalledService(), udpService(ep("198.18.64.9", 53, nodeA)), sctp}
+	with := func(svcs ...*model.Service) *datapaths.NodeView { return view(svcs...) }
+	v1 := with(base...)
+	v2 := with(h, emptyService(), localService(), affinityService(), firewalledService(), clash, sctp)
+	v3 := with(h, emptyService(), localService(), affinityService(), firewalledService(), clash, sctp)
+	v3.Node = cloneNode(v3.Node)
+	v3.Node.Addresses = append(v3.Node.Addresses, addr("198.18.0.99"))
+	v4 := with(emptyService(), clash, sctp)
+	v5 := with(h, emptyService(), l, affinityService(), fw, shared, sctp, dual)
+	v6 := with(h, emptyService(), l, affinityService(), shared, dual)
+	v7 := with(helloService(), emptyService(), l, affinityService(), shared)
+	v8 := with(helloService(), emptyService(), clash, affinityService(), shared)
+	seq := []*datapaths.NodeView{v1, v1, v5, v6, v7, v5, v1, v2, v2, v3, v1, v4, v1, v6, v7, v8, v7, v6, v5, v5}
+	var cache renderCache
+	var ids, plainIDs *idTable
+	var applied *desired
+	incremental := 0
+	for i, v := range seq {
+		got, next, err := renderCached(v, ids, &cache)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, plainNext, err := render(v, plainIDs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if g, w := got.dump(), want.dump(); g != w {
+			t.Fatalf("view %d: cached render differs:\n%s\nwant:\n%s", i, g, w)
+		}
+		if p := planSync(got, want, nil); p.written() != 0 {
+			t.Fatalf("view %d: cached render differs by %d entries", i, p.written())
+		}
+		if !reflect.DeepEqual(next.Groups, plainNext.Groups) || !reflect.DeepEqual(next.Backends, plainNext.Backends) ||
+			next.NextGroup != plainNext.NextGroup || next.NextBackend != plainNext.NextBackend {
+			t.Fatalf("view %d: ids differ: %+v, want %+v", i, next, plainNext)
+		}
+		if !reflect.DeepEqual(got.groupOwner, want.groupOwner) || !reflect.DeepEqual(got.svcOwner, want.svcOwner) ||
+			!reflect.DeepEqual(got.svcOwner6, want.svcOwner6) || !reflect.DeepEqual(got.groupName, want.groupName) {
+			t.Fatalf("view %d: owners differ", i)
+		}
+		if applied != nil && got.touched != nil && applied.gen == got.touched.base {
+			incremental++
+			whole := planSync(got, applied, applied)
+			part := planSyncTouched(got, applied, applied)
+			if !reflect.DeepEqual(whole, part) {
+				t.Fatalf("view %d: incremental plan %+v, whole diff %+v", i, part, whole)
+			}
+			applied.patch(got)
+			if p := planSync(want, applied, nil); p.written() != 0 || !reflect.DeepEqual(applied.svcOwner, want.svcOwner) ||
+				!reflect.DeepEqual(applied.groupOwner, want.groupOwner) || !reflect.DeepEqual(applied.Warnings, want.Warnings) {
+				t.Fatalf("view %d: patched state differs from the render", i)
+			}
+		} else {
+			applied = cloneDesired(got)
+		}
+		ids, plainIDs = next, plainNext
+	}
+	if incremental < 8 {
+		t.Errorf("%d incremental renders, want at least 8", incremental)
+	}
+}
+
+// BenchmarkSyncFull measures what issue 5 is about: a fresh Datapath's
+// first sync of n Services (five endpoints each) on a node that has
+// nothing yet, so loading and verifying the programs, creating the maps,
+// attaching, rendering and writing every entry. Cleanup runs outside the
+// timer. Needs root; a skip is a failure with CI=true.
+func BenchmarkSyncFull(b *testing.B) {
+	if os.Geteuid() != 0 {
+		const reason = "needs root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN) to load BPF programs and create network namespaces"
+		if os.Getenv("CI") == "true" {
+			b.Fatal(reason + "; CI=true, so this must not be skipped")
+		}
+		b.Skip(reason)
+	}
+	var rnd [4]byte
+	if _, err := rand.Read(rnd[:]); err != nil {
+		b.Fatal(err)
+	}
+	name := "prx-b" + hex.EncodeToString(rnd[:]) + "-dp"
+	ns, err := netnsutil.Create(name)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		if err := netnsutil.Delete(name); err != nil {
+			b.Errorf("delete netns %s: %v", name, err)
+		}
+	})
+	// The uplink, both ends inside the namespace.
+	// Equivalent to: ip link add eth0 type veth peer prxq0
+	h, err := ns.Handle()
+	if err != nil {
+		b.Fatal(err)
+	}
+	la := netlink.NewLinkAttrs()
+	la.Name = "eth0"
+	la.Flags = net.FlagUp
+	v := netlink.NewVeth(la)
+	v.PeerName = "prxq0"
+	if err := h.LinkAdd(v); err != nil {
+		h.Close()
+		b.Fatal(err)
+	}
+	h.Close()
+	ctx := context.Background()
+	for _, n := range []int{1000, 10000} {
+		view := scaleView(n)
+		b.Run(fmt.Sprintf("services=%d", n), func(b *testing.B) {
+			var render, apply time.Duration
+			for range b.N {
+				dpi, err := New(datapaths.Config{Node: nodeA, NS: ns})
+				if err != nil {
+					b.Fatal(err)
+				}
+				st, err := dpi.Sync(ctx, view, datapaths.SyncOptions{})
+				b.StopTimer()
+				if cerr := dpi.Cleanup(ctx); cerr != nil {
+					b.Fatal(cerr)
+				}
+				if err != nil {
+					b.Fatal(err)
+				}
+				if !st.Full || st.Written != st.Objects {
+					b.Fatalf("first sync %+v, want a full sync writing every object", st)
+				}
+				render += st.Render
+				apply += st.Apply
+				b.StartTimer()
+			}
+			b.ReportMetric(float64(render.Nanoseconds())/float64(b.N), "render-ns/op")
+			b.ReportMetric(float64(apply.Nanoseconds())/float64(b.N), "apply-ns/op")
 		})
 	}
 }

@@ -22,6 +22,7 @@ var counterNames = []string{
 	"udp_resteer",     // UDP flows moved off a backend that left
 	"sock_xlate",      // connect/sendmsg translated at the socket
 	"sock_reject",     // connect/sendmsg refused: no endpoints
+	"sock_resteer",    // UDP socket flows moved off a backend that left
 }
 
 // Counters returns the datapath's packet counters, summed over CPUs; nil

@@ -87,10 +87,12 @@ type Datapath struct {
 	ctSize     uint32 // "ct-size": entries of the conntrack LRU map
 	pinDir     string
 
-	mu         sync.Mutex
-	objs       *lbObjects
-	sizes      mapSizes
-	ids        *idTable
+	mu    sync.Mutex
+	objs  *lbObjects
+	sizes mapSizes
+	ids   *idTable
+	// cache holds each Service's last rendering (renderCached).
+	cache      renderCache
 	applied    *desired // what the last successful sync wrote; nil: next sync is full
 	attached   map[string]*attachment
 	cgroupUsed string
@@ -102,6 +104,9 @@ type Datapath struct {
 	sysctlOrig map[string]string
 	// faultNext makes the next Sync fail halfway (FailNextSync).
 	faultNext bool
+	// mapsFresh: load created every map (none adopted) and no sync has
+	// written them yet, so a full sync need not read them back.
+	mapsFresh bool
 	// seedGroups are the frontends found in adopted maps; the first
 	// render after adoption gives each group the id its frontends had.
 	seedGroups  map[lbSvcKey]lbSvcValue
@@ -218,7 +223,7 @@ func checkKernel(name string) error {
 	if err != nil {
 		return fmt.Errorf("check %s: %w", name, err)
 	}
-	for _, m := range []string{lbMapAffinity, lbMapSockRevnat, lbMapNetnsCookies, lbMapAffinity6, lbMapSockRevnat6, lbMapFrags, lbMapFrags6} {
+	for _, m := range []string{lbMapAffinity, lbMapSockRevnat, lbMapNetnsCookies, lbMapAffinity6, lbMapSockRevnat6, lbMapSockFlows, lbMapFrags, lbMapFrags6} {
 		spec.Maps[m].MaxEntries = 16
 	}
 	coll, err := ebpf.NewCollection(spec)
@@ -270,6 +275,9 @@ func (d *Datapath) Sync(ctx context.Context, view *datapaths.NodeView, opts data
 	stats.Render += time.Since(t)
 
 	if d.objs == nil {
+		// Loading the programs in a goroutine while the view renders
+		// was tried: on a busy 2-core machine the verifier and the
+		// render (and its GC) only slowed each other down.
 		t = time.Now()
 		err := d.load(want)
 		stats.Apply += time.Since(t)
@@ -293,6 +301,11 @@ func (d *Datapath) Sync(ctx context.Context, view *datapaths.NodeView, opts data
 	}
 
 	t = time.Now()
+	// A sync that fails from here on must be followed by a full one
+	// (datapaths.Datapath.Sync contract); applied is restored once the
+	// steps before the map writes have succeeded.
+	prevApplied := d.applied
+	d.applied = nil
 	if err := checkCapacity(want, d.sizes); err != nil {
 		stats.Apply += time.Since(t)
 		return stats, err
@@ -322,11 +335,17 @@ func (d *Datapath) Sync(ctx context.Context, view *datapaths.NodeView, opts data
 		}
 	}
 
+	d.applied = prevApplied
 	full := opts.ForceFull || d.applied == nil
 	stats.Full = full
 	owners := d.applied
 	have := d.applied
-	if full {
+	switch {
+	case full && d.mapsFresh && !opts.ForceFull:
+		// Maps this instance just created hold nothing yet: reading
+		// them back would only confirm it.
+		have = &desired{}
+	case full:
 		have, err = readMaps(&d.objs.lbMaps)
 		if err != nil {
 			stats.Apply += time.Since(t)
@@ -336,7 +355,15 @@ func (d *Datapath) Sync(ctx context.Context, view *datapaths.NodeView, opts data
 	stats.Apply += time.Since(t)
 
 	t = time.Now()
-	plan := planSync(want, have, owners)
+	// An incremental render lists the keys it touched: when the maps hold
+	// the render it started from, only those can differ.
+	incremental := !full && want.touched != nil && have != nil && have.gen == want.touched.base
+	var plan *syncPlan
+	if incremental {
+		plan = planSyncTouched(want, have, owners)
+	} else {
+		plan = planSync(want, have, owners)
+	}
 	stats.Render += time.Since(t)
 
 	t = time.Now()
@@ -345,12 +372,19 @@ func (d *Datapath) Sync(ctx context.Context, view *datapaths.NodeView, opts data
 	d.applied = nil
 	fault := d.faultNext
 	d.faultNext = false
+	d.mapsFresh = false
 	err = plan.apply(&d.objs.lbMaps, want, fault)
 	stats.Apply += time.Since(t)
 	if err != nil {
-		return stats, fmt.Errorf("write BPF maps of netns %s (%s sync): %w", d.cfg.NS.Name, syncKind(full), err)
+		err = fmt.Errorf("write BPF maps of netns %s (%s sync): %w", d.cfg.NS.Name, syncKind(full), err)
+		return stats, errors.Join(err, d.rollback(have))
 	}
-	d.applied = cloneDesired(want)
+	if incremental {
+		have.patch(want)
+		d.applied = have
+	} else {
+		d.applied = cloneDesired(want)
+	}
 	stats.Written = plan.written()
 	stats.ChangedServices = len(plan.changed)
 	stats.Backend = d.backendLabel()
@@ -360,7 +394,7 @@ func (d *Datapath) Sync(ctx context.Context, view *datapaths.NodeView, opts data
 // renderView renders the view with the datapath's id table. Right after maps
 // were adopted, each group first takes the id its frontends have in them.
 func (d *Datapath) renderView(view *datapaths.NodeView) (*desired, *idTable, error) {
-	want, ids, err := render(view, d.ids)
+	want, ids, err := renderCached(view, d.ids, &d.cache)
 	if err != nil || d.seedGroups == nil || d.objs == nil {
 		return want, ids, err
 	}
@@ -387,18 +421,6 @@ func (d *Datapath) renderView(view *datapaths.NodeView) (*desired, *idTable, err
 	}
 	d.seedGroups, d.seedGroups6 = nil, nil
 	return render(view, prev)
-}
-
-// FailNextSync implements datapaths.FaultInjector: the next Sync writes
-// the new backends, slots and members, then fails on a map update the
-// kernel rejects, before any frontend changes. The previous frontends keep
-// forwarding (to slots that hold only valid backends), and the Sync after
-// it is a full one that reads the maps back and converges.
-func (d *Datapath) FailNextSync() string {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	d.faultNext = true
-	return "after writing backends, slots and members, a write to config[1] that the kernel rejects (E2BIG) fails the sync before any frontend changes"
 }
 
 func syncKind(full bool) string {
@@ -450,6 +472,7 @@ func (d *Datapath) load(want *desired) error {
 		return fmt.Errorf("load BPF programs: %w", err)
 	}
 	d.objs = objs
+	d.mapsFresh = len(replacements) == 0
 	d.sizes = mapSizes{
 		Services: objs.Services.MaxEntries(), Slots: objs.Slots.MaxEntries(), Backends: objs.Backends.MaxEntries(),
 		Members: objs.Members.MaxEntries(), SrcRanges: objs.SrcRanges.MaxEntries(), CT: objs.Ct.MaxEntries(),
@@ -488,10 +511,15 @@ func (d *Datapath) failLoad(err error) error {
 
 // objectTag names this build of the BPF object in pin names, so a restart
 // adopts only maps whose layout it knows.
-func objectTag() string {
+func objectTag() string { return objectTagOnce() }
+
+// objectTagOnce hashes the object once per process: every pin path
+// names the tag, and hashing the quarter-megabyte object for each of them
+// cost a full sync tens of milliseconds.
+var objectTagOnce = sync.OnceValue(func() string {
 	sum := sha256.Sum256(_LbBytes)
 	return hex.EncodeToString(sum[:4])
-}
+})
 
 func mapPinPath(dir, name string) string {
 	return filepath.Join(dir, pinName("map", name+"_"+objectTag()))
@@ -542,7 +570,7 @@ func (d *Datapath) pinObjects() error {
 		lbMapCt: m.Ct, lbMapAffinity: m.Affinity, lbMapSrcRanges: m.SrcRanges, lbMapConfig: m.Config,
 		lbMapNetnsCookies: m.NetnsCookies, lbMapSockRevnat: m.SockRevnat, lbMapStats: m.Stats, lbMapFrags: m.Frags,
 		lbMapServices6: m.Services6, lbMapBackends6: m.Backends6, lbMapCt6: m.Ct6, lbMapAffinity6: m.Affinity6,
-		lbMapSrcRanges6: m.SrcRanges6, lbMapSockRevnat6: m.SockRevnat6, lbMapFrags6: m.Frags6,
+		lbMapSrcRanges6: m.SrcRanges6, lbMapSockRevnat6: m.SockRevnat6, lbMapFrags6: m.Frags6, lbMapSockFlows: m.SockFlows,
 	} {
 		path := mapPinPath(d.pinDir, name)
 		if _, err := os.Stat(path); err == nil {

@@ -16,6 +16,7 @@ import (
 
 	"proxyrig/datapaths"
 	"proxyrig/datapaths/ebpf"
+	"proxyrig/internal/netnsutil"
 	"proxyrig/model"
 	"proxyrig/topologies"
 )
@@ -400,6 +401,106 @@ func TestLabEBPFSocket(t *testing.T) {
 	if got["sock_xlate"] < 8 || got["sock_reject"] < 1 {
 		t.Errorf("socket-LB counters on node-a: %v, want sock_xlate >= 8 and sock_reject >= 1", got)
 	}
+	t.Run("pinned UDP flows keep their backend and move when it leaves", func(t *testing.T) {
+		pinnedFlows(t, lab)
+	})
+}
+
+// pinnedYAML is a UDP Service with two endpoints, for pinnedFlows.
+const pinnedYAML = `
+---
+apiVersion: v1
+kind: Service
+metadata: {name: pinned, namespace: default}
+spec:
+  clusterIP: 198.19.0.54
+  ports: [{name: dns, protocol: UDP, port: 53, targetPort: 5353}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: pinned-1
+  namespace: default
+  labels: {kubernetes.io/service-name: pinned}
+addressType: IPv4
+ports: [{name: dns, protocol: UDP, port: 5353}]
+endpoints:
+- addresses: [198.18.65.54]
+  conditions: {ready: true}
+  nodeName: node-b
+  targetRef: {kind: Pod, namespace: default, name: pinned-1}
+- addresses: [198.18.65.55]
+  conditions: {ready: true}
+  nodeName: node-b
+  targetRef: {kind: Pod, namespace: default, name: pinned-2}
+`
+
+// pinnedFlows is CONFORMANCE.md CT-01 for flows the socket hooks translate
+// (the node's own, and a pod's with ebpf-socket): each probe is a new UDP
+// socket bound to the same source port, so only sock_flows can keep the
+// flow on its backend; once that backend leaves the flow must move.
+func pinnedFlows(t *testing.T, lab *topologies.Lab) {
+	apply := func(yaml string) {
+		t.Helper()
+		c, err := model.Parse("lab.yaml", []byte(yaml))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := lab.Apply(context.Background(), c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	apply(labYAML + pinnedYAML)
+	vip := netip.MustParseAddrPort("198.19.0.54:53")
+	ask := func(ns netnsutil.NS, port uint16) string {
+		t.Helper()
+		r := topologies.Probe(context.Background(), ns, topologies.ProbeSpec{Proto: "UDP", Dst: vip, Src: netip.AddrPortFrom(netip.Addr{}, port), Timeout: 2 * time.Second})
+		if r.Outcome != topologies.Answered {
+			t.Fatalf("%s -> %s/UDP from port %d: %s (%s), want answered", ns.Name, vip, port, r.Outcome, r.Err)
+		}
+		return r.Endpoint
+	}
+	type flow struct {
+		ns      netnsutil.NS
+		port    uint16
+		backend string
+	}
+	var flows []flow
+	for i, ns := range []netnsutil.NS{lab.ClientNS("node-a"), lab.NodeNS("node-a")} {
+		for j := range 4 {
+			port := uint16(41000 + 10*i + j)
+			first := ask(ns, port)
+			for range 4 {
+				if got := ask(ns, port); got != first {
+					t.Fatalf("%s from port %d: answered by %s, then by %s: the pinned flow did not keep its backend", ns.Name, port, first, got)
+				}
+			}
+			flows = append(flows, flow{ns, port, first})
+		}
+	}
+	// Remove pinned-1: flows on it must move to pinned-2, the others stay.
+	apply(labYAML + strings.Replace(pinnedYAML, `- addresses: [198.18.65.54]
+  conditions: {ready: true}
+  nodeName: node-b
+  targetRef: {kind: Pod, namespace: default, name: pinned-1}
+`, "", 1))
+	moved := 0
+	for _, f := range flows {
+		if got := ask(f.ns, f.port); got != "pinned-2" {
+			t.Errorf("%s from port %d (was on %s): answered by %s after pinned-1 left, want pinned-2", f.ns.Name, f.port, f.backend, got)
+		}
+		if f.backend == "pinned-1" {
+			moved++
+		}
+	}
+	got, err := ebpf.ReadCounters(lab.NodeNS("node-a").Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if moved > 0 && got["sock_resteer"] < uint64(moved) {
+		t.Errorf("sock_resteer = %d, want at least the %d flows that were on pinned-1", got["sock_resteer"], moved)
+	}
+	apply(labYAML)
 }
 
 const dualStackYAML = `

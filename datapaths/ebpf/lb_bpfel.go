@@ -150,6 +150,24 @@ type lbSlotKey struct {
 	Slot uint32
 }
 
+type lbSockFlowKey struct {
+	_           structs.HostLayout
+	NetnsCookie uint64
+	Saddr       [4]uint32
+	Daddr       [4]uint32
+	Sport       uint16
+	Dport       uint16
+	Proto       uint8
+	Pad         [3]uint8
+}
+
+type lbSockFlowValue struct {
+	_         structs.HostLayout
+	LastSeen  uint64
+	BackendId uint32
+	Group     uint32
+}
+
 type lbSockRevnat6Key struct {
 	_      structs.HostLayout
 	Cookie uint64
@@ -237,6 +255,7 @@ const (
 	lbMapServices          = "services"
 	lbMapServices6         = "services6"
 	lbMapSlots             = "slots"
+	lbMapSockFlows         = "sock_flows"
 	lbMapSockRevnat        = "sock_revnat"
 	lbMapSockRevnat6       = "sock_revnat6"
 	lbMapSrcRanges         = "src_ranges"
@@ -330,6 +349,7 @@ type lbMapSpecs struct {
 	Services     *ebpf.MapSpec `ebpf:"services"`
 	Services6    *ebpf.MapSpec `ebpf:"services6"`
 	Slots        *ebpf.MapSpec `ebpf:"slots"`
+	SockFlows    *ebpf.MapSpec `ebpf:"sock_flows"`
 	SockRevnat   *ebpf.MapSpec `ebpf:"sock_revnat"`
 	SockRevnat6  *ebpf.MapSpec `ebpf:"sock_revnat6"`
 	SrcRanges    *ebpf.MapSpec `ebpf:"src_ranges"`
@@ -377,6 +397,7 @@ type lbMaps struct {
 	Services     *ebpf.Map `ebpf:"services"`
 	Services6    *ebpf.Map `ebpf:"services6"`
 	Slots        *ebpf.Map `ebpf:"slots"`
+	SockFlows    *ebpf.Map `ebpf:"sock_flows"`
 	SockRevnat   *ebpf.Map `ebpf:"sock_revnat"`
 	SockRevnat6  *ebpf.Map `ebpf:"sock_revnat6"`
 	SrcRanges    *ebpf.Map `ebpf:"src_ranges"`
@@ -400,6 +421,7 @@ func (m *lbMaps) Close() error {
 		m.Services,
 		m.Services6,
 		m.Slots,
+		m.SockFlows,
 		m.SockRevnat,
 		m.SockRevnat6,
 		m.SrcRanges,

@@ -1,10 +1,12 @@
 package ebpf
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"maps"
 	"slices"
+	"sync"
 
 	"github.com/cilium/ebpf"
 )
@@ -18,7 +20,7 @@ import (
 // Map capacities. The configuration maps are hash maps created with
 // BPF_F_NO_PREALLOC, so a large max_entries costs nothing until entries
 // exist: capacity is headroom, not memory. The LRU maps (ct, affinity,
-// sock_revnat) are preallocated by the kernel, so their size is fixed
+// sock_revnat, sock_flows) are preallocated by the kernel, so their size is fixed
 // and modest.
 const (
 	minConfigEntries = 1 << 16
@@ -29,6 +31,7 @@ const (
 	defaultCTSize   = 1 << 17
 	affinitySize    = 1 << 16
 	sockRevnatSize  = 1 << 16
+	sockFlowSize    = 1 << 16
 	netnsCookieSize = 1 << 12
 )
 
@@ -108,12 +111,19 @@ func checkCapacity(d *desired, s mapSizes) error {
 	return nil
 }
 
-// loadSpec returns the collection spec with map sizes set.
+// parsedSpec parses the embedded object once per process: parsing the
+// ELF and its BTF is the same work every time a datapath loads, and a
+// process running many nodes (a lab, a benchmark) loads it per node.
+var parsedSpec = sync.OnceValues(loadLb)
+
+// loadSpec returns the collection spec with map sizes set: a copy of the
+// parsed one, so the sizes of one datapath never leak into another's.
 func loadSpec(s mapSizes) (*ebpf.CollectionSpec, error) {
-	spec, err := loadLb()
+	parsed, err := parsedSpec()
 	if err != nil {
 		return nil, err
 	}
+	spec := parsed.Copy()
 	set := func(name string, n uint32) error {
 		m, ok := spec.Maps[name]
 		if !ok {
@@ -127,7 +137,7 @@ func loadSpec(s mapSizes) (*ebpf.CollectionSpec, error) {
 		lbMapMembers: s.Members, lbMapSrcRanges: s.SrcRanges, lbMapCt: s.CT,
 		lbMapServices6: s.Services6, lbMapBackends6: s.Backends6, lbMapSrcRanges6: s.SrcRanges6, lbMapCt6: s.CT,
 		lbMapAffinity: affinitySize, lbMapSockRevnat: sockRevnatSize, lbMapNetnsCookies: netnsCookieSize,
-		lbMapAffinity6: affinitySize, lbMapSockRevnat6: sockRevnatSize,
+		lbMapAffinity6: affinitySize, lbMapSockRevnat6: sockRevnatSize, lbMapSockFlows: sockFlowSize,
 	} {
 		if n == 0 {
 			continue
@@ -143,6 +153,10 @@ func loadSpec(s mapSizes) (*ebpf.CollectionSpec, error) {
 // keys to delete (in have, not wanted), each sorted by less so the writes
 // are deterministic.
 func diff[K comparable, V comparable](want, have map[K]V, less func(a, b K) int) (upd []K, del []K) {
+	if len(have) == 0 && len(want) > 0 {
+		// A first sync writes everything: one allocation.
+		upd = make([]K, 0, len(want))
+	}
 	for k, v := range want {
 		if hv, ok := have[k]; !ok || hv != v {
 			upd = append(upd, k)
@@ -170,7 +184,16 @@ func cmpU32(a, b uint32) int {
 
 // cmpAddr orders addresses as numbers (10.0.0.2 before 10.0.0.10), not as
 // the host-order integers they are stored as.
-func cmpAddr(a, b uint32) int { return addrFromBE32(a).Compare(addrFromBE32(b)) }
+// It compares the addresses as big-endian numbers, which is netip's order
+// for IPv4 without building two netip.Addr per comparison.
+func cmpAddr(a, b uint32) int { return cmpU32(numericBE32(a), numericBE32(b)) }
+
+// numericBE32 is the number an address stored by be32 stands for.
+func numericBE32(v uint32) uint32 {
+	var b [4]byte
+	binary.NativeEndian.PutUint32(b[:], v)
+	return binary.BigEndian.Uint32(b[:])
+}
 
 func lessSvcKey(a, b lbSvcKey) int {
 	if c := cmpAddr(a.Addr, b.Addr); c != 0 {
@@ -273,7 +296,48 @@ func planSync(want, have, owners *desired) *syncPlan {
 	p.backends6Upd, p.backends6Del = diff(want.Backends6, have.Backends6, cmpU32)
 	p.ranges6Upd, p.ranges6Del = diff(want.SrcRanges6, have.SrcRanges6, lessSrcRange6Key)
 	p.services6Upd, p.services6Del = diff(want.Services6, have.Services6, lessSvc6Key)
+	p.markChanged(want, owners)
+	return p
+}
 
+// planSyncTouched is planSync for an incremental render: only the keys it
+// touched can differ from have, which must hold the render it is
+// relative to (want.touched.base).
+func planSyncTouched(want, have, owners *desired) *syncPlan {
+	t := want.touched
+	p := &syncPlan{changed: map[string]bool{}}
+	p.config = want.Config != have.Config
+	p.backendsUpd, p.backendsDel = diffKeys(want.Backends, have.Backends, t.backends, cmpU32)
+	p.slotsUpd, p.slotsDel = diffKeys(want.Slots, have.Slots, t.slots, lessSlotKey)
+	p.membersUpd, p.membersDel = diffKeys(want.Members, have.Members, t.members, lessMemberKey)
+	p.rangesUpd, p.rangesDel = diffKeys(want.SrcRanges, have.SrcRanges, t.ranges, lessSrcRangeKey)
+	p.servicesUpd, p.servicesDel = diffKeys(want.Services, have.Services, t.services, lessSvcKey)
+	p.backends6Upd, p.backends6Del = diffKeys(want.Backends6, have.Backends6, t.backends6, cmpU32)
+	p.ranges6Upd, p.ranges6Del = diffKeys(want.SrcRanges6, have.SrcRanges6, t.ranges6, lessSrcRange6Key)
+	p.services6Upd, p.services6Del = diffKeys(want.Services6, have.Services6, t.services6, lessSvc6Key)
+	p.markChanged(want, owners)
+	return p
+}
+
+// diffKeys is diff restricted to keys.
+func diffKeys[K comparable, V comparable](want, have map[K]V, keys keySet[K], less func(a, b K) int) (upd []K, del []K) {
+	for k := range keys {
+		wv, wok := want[k]
+		hv, hok := have[k]
+		switch {
+		case wok && (!hok || hv != wv):
+			upd = append(upd, k)
+		case !wok && hok:
+			del = append(del, k)
+		}
+	}
+	slices.SortFunc(upd, less)
+	slices.SortFunc(del, less)
+	return upd, del
+}
+
+// markChanged names the Services whose entries the plan writes.
+func (p *syncPlan) markChanged(want, owners *desired) {
 	groupOwner := func(id uint32) string {
 		if o, ok := want.groupOwner[id]; ok {
 			return o
@@ -336,7 +400,6 @@ func planSync(want, have, owners *desired) *syncPlan {
 			mark(groupOwner(k.Id))
 		}
 	}
-	return p
 }
 
 // apply performs the plan. The order keeps every lookup chain complete
@@ -529,5 +592,45 @@ func cloneDesired(d *desired) *desired {
 	c.Services6 = maps.Clone(d.Services6)
 	c.Backends6 = maps.Clone(d.Backends6)
 	c.SrcRanges6 = maps.Clone(d.SrcRanges6)
+	// An incremental render changes its output's maps in place, owners
+	// included.
+	c.groupOwner = maps.Clone(d.groupOwner)
+	c.svcOwner = maps.Clone(d.svcOwner)
+	c.svcOwner6 = maps.Clone(d.svcOwner6)
+	c.groupName = maps.Clone(d.groupName)
+	c.Warnings = slices.Clone(d.Warnings)
+	c.touched = nil
 	return &c
+}
+
+// patch makes d, which held render want.touched.base, equal to want, by
+// copying the keys the incremental render touched.
+func (d *desired) patch(want *desired) {
+	t := want.touched
+	d.Config = want.Config
+	d.localhostNodePorts = want.localhostNodePorts
+	d.Warnings = slices.Clone(want.Warnings)
+	d.gen = want.gen
+	patchKeys(d.Services, want.Services, t.services)
+	patchKeys(d.svcOwner, want.svcOwner, t.services)
+	patchKeys(d.Services6, want.Services6, t.services6)
+	patchKeys(d.svcOwner6, want.svcOwner6, t.services6)
+	patchKeys(d.Slots, want.Slots, t.slots)
+	patchKeys(d.Members, want.Members, t.members)
+	patchKeys(d.Backends, want.Backends, t.backends)
+	patchKeys(d.Backends6, want.Backends6, t.backends6)
+	patchKeys(d.SrcRanges, want.SrcRanges, t.ranges)
+	patchKeys(d.SrcRanges6, want.SrcRanges6, t.ranges6)
+	patchKeys(d.groupOwner, want.groupOwner, t.groups)
+	patchKeys(d.groupName, want.groupName, t.groups)
+}
+
+func patchKeys[K comparable, V any](dst, src map[K]V, keys keySet[K]) {
+	for k := range keys {
+		if v, ok := src[k]; ok {
+			dst[k] = v
+		} else {
+			delete(dst, k)
+		}
+	}
 }

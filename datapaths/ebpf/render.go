@@ -6,8 +6,8 @@ import (
 	"fmt"
 	"maps"
 	"net/netip"
+	"reflect"
 	"slices"
-	"sort"
 	"strings"
 	"time"
 
@@ -51,7 +51,7 @@ const (
 const defaultAffinitySeconds = uint32(model.DefaultAffinityTimeout / time.Second)
 
 // desired is the whole desired content of the configuration maps of one
-// node. The LRU maps (ct, affinity, sock_revnat) are the programs' own
+// node. The LRU maps (ct, affinity, sock_revnat, sock_flows) are the programs' own
 // state and are never rendered.
 type desired struct {
 	Config    lbLbConfig
@@ -78,6 +78,12 @@ type desired struct {
 	// Warnings are things the datapath cannot express (SCTP, a frontend
 	// two Services claim); they do not fail the sync.
 	Warnings []string
+
+	// gen numbers the renders of one cache; touched, when not nil, holds
+	// every key that may differ from render gen touched.base, so a sync
+	// whose maps hold that render diffs only these keys.
+	gen     uint64
+	touched *touchedKeys
 }
 
 // objects counts the entries of the rendered maps.
@@ -198,50 +204,130 @@ type renderCtx struct {
 	// hostIPs are the node's own addresses: an endpoint there is
 	// host-network and delivered locally.
 	hostIPs map[netip.Addr]bool
+	// frag receives what the Service being rendered contributes.
+	frag *svcFrag
+	// refs counts the fragments that use each backend id.
+	refs map[uint32]int
+	// touched collects the keys an incremental render changed; nil on a
+	// whole render.
+	touched *touchedKeys
+	// dupWarned: two Services claimed one frontend.
+	dupWarned bool
 }
 
 // render computes the desired map contents for one node. prev may be nil.
 // It returns the new id table, to pass to the next render.
 func render(view *datapaths.NodeView, prev *idTable) (*desired, *idTable, error) {
+	return renderCached(view, prev, nil)
+}
+
+// renderCached is render with a cache of each Service's rendering: a
+// Service equal to the one cache saw last time, in the same node context
+// and with the id table that render returned, reuses its entries. cache
+// (may be nil) is updated to this render.
+func renderCached(view *datapaths.NodeView, prev *idTable, cache *renderCache) (*desired, *idTable, error) {
 	if view == nil || view.Cluster == nil {
 		return nil, nil, errors.New("render eBPF maps: no cluster in the node view")
 	}
 	if prev == nil {
 		prev = newIDTable()
 	}
-	next := &idTable{Groups: map[string]uint32{}, Backends: map[string]uint32{}, NextGroup: prev.NextGroup, NextBackend: prev.NextBackend}
-	rc := &renderCtx{
-		view: view,
-		node: view.Node,
-		ids:  &idAllocator{prev: prev, next: next},
-		out: &desired{
-			Services:   map[lbSvcKey]lbSvcValue{},
-			Slots:      map[lbSlotKey]uint32{},
-			Backends:   map[uint32]lbBackend{},
-			Members:    map[lbMemberKey]uint32{},
-			SrcRanges:  map[lbSrcRangeKey]uint8{},
-			Services6:  map[lbSvc6Key]lbSvcValue{},
-			Backends6:  map[uint32]lbBackend6{},
-			SrcRanges6: map[lbSrcRange6Key]uint8{},
-			groupOwner: map[uint32]string{},
-			svcOwner:   map[lbSvcKey]string{},
-			svcOwner6:  map[lbSvc6Key]string{},
-			groupName:  map[uint32]string{},
-		},
-		hostIPs: map[netip.Addr]bool{},
-	}
+	rc := &renderCtx{view: view, node: view.Node, out: &desired{}, hostIPs: map[netip.Addr]bool{}}
 	rc.renderConfig()
+	usable := cache.usable(prev, view)
+	if usable && cache.last != nil && cache.clean {
+		if out, ok := rc.renderIncremental(cache, prev); ok {
+			return out, prev, nil
+		}
+	}
 
-	services := slices.Clone(view.Cluster.Services)
-	sort.Slice(services, func(i, j int) bool { return services[i].Name.String() < services[j].Name.String() })
-	for _, svc := range services {
-		rc.renderService(svc)
+	// Maps are sized like the last render's, so a sync of an unchanged
+	// cluster does not spend its time growing them.
+	var hint desired
+	if cache != nil && cache.last != nil {
+		hint = *cache.last
+	}
+	// With no earlier render (a first, full sync) the view gives a lower
+	// bound: a frontend per port, a slot, member and backend per
+	// endpoint. Growing maps of 50k entries step by step was a large part
+	// of a full sync's render.
+	var nPorts, nEPs int
+	if hint.Services == nil {
+		for _, svc := range view.Cluster.Services {
+			nPorts += len(svc.Ports)
+			for _, p := range svc.Ports {
+				if p != nil {
+					nEPs += len(p.Endpoints)
+				}
+			}
+		}
+	}
+	atLeast := func(n, min int) int { return max(n, min) }
+	next := &idTable{Groups: make(map[string]uint32, atLeast(len(prev.Groups), nPorts)), Backends: make(map[string]uint32, atLeast(len(prev.Backends), nEPs)),
+		NextGroup: prev.NextGroup, NextBackend: prev.NextBackend}
+	rc.ids = &idAllocator{prev: prev, next: next}
+	rc.out = &desired{
+		Config:             rc.out.Config,
+		localhostNodePorts: rc.out.localhostNodePorts,
+		Services:           make(map[lbSvcKey]lbSvcValue, atLeast(len(hint.Services), nPorts)),
+		Slots:              make(map[lbSlotKey]uint32, atLeast(len(hint.Slots), nEPs)),
+		Backends:           make(map[uint32]lbBackend, atLeast(len(hint.Backends), nEPs)),
+		Members:            make(map[lbMemberKey]uint32, atLeast(len(hint.Members), nEPs)),
+		SrcRanges:          make(map[lbSrcRangeKey]uint8, len(hint.SrcRanges)),
+		Services6:          make(map[lbSvc6Key]lbSvcValue, len(hint.Services6)),
+		Backends6:          make(map[uint32]lbBackend6, len(hint.Backends6)),
+		SrcRanges6:         make(map[lbSrcRange6Key]uint8, len(hint.SrcRanges6)),
+		groupOwner:         make(map[uint32]string, atLeast(len(hint.groupOwner), nPorts)),
+		svcOwner:           make(map[lbSvcKey]string, atLeast(len(hint.svcOwner), nPorts)),
+		svcOwner6:          make(map[lbSvc6Key]string, len(hint.svcOwner6)),
+		groupName:          make(map[uint32]string, atLeast(len(hint.groupName), nPorts)),
+	}
+
+	var old map[model.ServiceName]*svcFrag
+	if usable {
+		old = cache.frags
+	}
+	rc.refs = make(map[uint32]int, atLeast(len(hint.Backends)+len(hint.Backends6), nEPs))
+	warnFrags := map[string]*svcFrag{}
+	frags := make(map[model.ServiceName]*svcFrag, len(view.Cluster.Services))
+	// Names are built once, not in every comparison of the sort.
+	type named struct {
+		name string
+		svc  *model.Service
+	}
+	services := make([]named, len(view.Cluster.Services))
+	for i, svc := range view.Cluster.Services {
+		services[i] = named{svc.Name.String(), svc}
+	}
+	slices.SortStableFunc(services, func(a, b named) int { return strings.Compare(a.name, b.name) })
+	for _, sn := range services {
+		name, svc := sn.name, sn.svc
+		f, ok := old[svc.Name]
+		if !ok || !equalService(f.in, svc) {
+			f = &svcFrag{in: cloneService(svc)}
+			rc.frag = f
+			rc.renderService(svc)
+			rc.frag = nil
+		}
+		rc.merge(svc, f)
+		if _, dup := frags[svc.Name]; !dup {
+			frags[svc.Name] = f
+			if f.hasWarnings() {
+				warnFrags[name] = f
+			}
+		}
+	}
+	if cache != nil {
+		gen := cache.gen + 1
+		rc.out.gen = gen
+		*cache = renderCache{ids: next, node: cloneNode(view.Node), proxy: cloneProxy(view.Proxy), frags: frags, last: rc.out,
+			refs: rc.refs, warnFrags: warnFrags, clean: !rc.dupWarned && len(frags) == len(services), gen: gen}
 	}
 	return rc.out, next, nil
 }
 
 func (rc *renderCtx) warnf(format string, args ...any) {
-	rc.out.Warnings = append(rc.out.Warnings, fmt.Sprintf(format, args...))
+	rc.frag.ops = append(rc.frag.ops, fragOp{warning: fmt.Sprintf(format, args...)})
 }
 
 func (rc *renderCtx) renderConfig() {
@@ -438,27 +524,27 @@ func (rc *renderCtx) groupSet(svc *model.Service, port *model.ServicePort, polic
 	if port.Name != "" {
 		spn += ":" + port.Name
 	}
-	name := fmt.Sprintf("%s/%s/%s", spn, port.Protocol, policy)
+	name := spn + "/" + string(port.Protocol) + "/" + policy
 	if fam == 6 {
 		name += "/IPv6"
 	}
 	id := rc.ids.group(name)
-	if _, done := rc.out.groupOwner[id]; done {
-		return id
+	for _, g := range rc.frag.groups {
+		if g.id == id {
+			return id
+		}
 	}
-	rc.out.groupOwner[id] = svc.Name.String()
-	rc.out.groupName[id] = name
+	g := fragGroup{id: id, name: name, slots: make([]uint32, len(eps))}
 	for i, ep := range eps {
-		bid := rc.backend(ep)
-		slot := uint32(i + 1)
-		rc.out.Slots[lbSlotKey{Id: id, Slot: slot}] = bid
-		rc.out.Members[lbMemberKey{Id: id, BackendId: bid}] = slot
+		g.slots[i] = rc.backend(ep)
 	}
+	rc.frag.groups = append(rc.frag.groups, g)
 	return id
 }
 
 func (rc *renderCtx) backend(ep *model.Endpoint) uint32 {
-	id := rc.ids.backend(ep.String())
+	name := ep.String()
+	id := rc.ids.backend(name)
 	var flags uint8
 	if rc.node != nil && ep.NodeName != "" && ep.NodeName == rc.node.Name {
 		flags |= beLocal
@@ -466,33 +552,27 @@ func (rc *renderCtx) backend(ep *model.Endpoint) uint32 {
 	if rc.hostIPs[ep.IP.Unmap()] {
 		flags |= beHostLocal
 	}
+	b := fragBackend{id: id, name: name}
 	if is4(ep.IP) {
-		rc.out.Backends[id] = lbBackend{Addr: be32(ep.IP), Port: be16(uint16(ep.Port)), Flags: flags}
+		b.v4 = lbBackend{Addr: be32(ep.IP), Port: be16(uint16(ep.Port)), Flags: flags}
 	} else {
-		rc.out.Backends6[id] = lbBackend6{Addr: be128(ep.IP), Port: be16(uint16(ep.Port)), Flags: flags}
+		b.is6 = true
+		b.v6 = lbBackend6{Addr: be128(ep.IP), Port: be16(uint16(ep.Port)), Flags: flags}
 	}
+	rc.frag.backends = append(rc.frag.backends, b)
 	return id
 }
 
+// frontend records a frontend; merge resolves two Services claiming it.
 func (rc *renderCtx) frontend(svc *model.Service, addr netip.Addr, port uint16, proto, scope uint8, v lbSvcValue) {
-	var owner string
-	var dup bool
+	op := fragOp{val: v}
 	if is4(addr) {
-		k := lbSvcKey{Addr: be32(addr), Port: be16(port), Proto: proto, Scope: scope}
-		if owner, dup = rc.out.svcOwner[k]; !dup {
-			rc.out.svcOwner[k] = svc.Name.String()
-			rc.out.Services[k] = v
-		}
+		op.key = lbSvcKey{Addr: be32(addr), Port: be16(port), Proto: proto, Scope: scope}
 	} else {
-		k := lbSvc6Key{Addr: be128(addr), Port: be16(port), Proto: proto, Scope: scope}
-		if owner, dup = rc.out.svcOwner6[k]; !dup {
-			rc.out.svcOwner6[k] = svc.Name.String()
-			rc.out.Services6[k] = v
-		}
+		op.is6 = true
+		op.key6 = lbSvc6Key{Addr: be128(addr), Port: be16(port), Proto: proto, Scope: scope}
 	}
-	if dup && owner != svc.Name.String() {
-		rc.warnf("%s: frontend %s/%s is already %s's; skipped", svc.Name, netip.AddrPortFrom(addr, port), protoName(proto), owner)
-	}
+	rc.frag.ops = append(rc.frag.ops, op)
 }
 
 func protoName(p uint8) string {
@@ -585,9 +665,9 @@ func (rc *renderCtx) renderPort(svc *model.Service, port *model.ServicePort, clu
 		if extra&svcSrcRange != 0 {
 			for _, r := range srcRanges {
 				if fam == 4 {
-					rc.out.SrcRanges[lbSrcRangeKey{Prefixlen: uint32(32 + r.Bits()), Id: v.Id, Addr: be32(r.Addr())}] = 1
+					rc.frag.ranges = append(rc.frag.ranges, lbSrcRangeKey{Prefixlen: uint32(32 + r.Bits()), Id: v.Id, Addr: be32(r.Addr())})
 				} else {
-					rc.out.SrcRanges6[lbSrcRange6Key{Prefixlen: uint32(32 + r.Bits()), Id: v.Id, Addr: be128(r.Addr())}] = 1
+					rc.frag.ranges6 = append(rc.frag.ranges6, lbSrcRange6Key{Prefixlen: uint32(32 + r.Bits()), Id: v.Id, Addr: be128(r.Addr())})
 				}
 			}
 		}
@@ -705,4 +785,500 @@ func cfgFlagNames(v uint32) string {
 		return "[]"
 	}
 	return strings.TrimPrefix(s, " ")
+}
+
+// The render cache. This caches the rendering of each Service between syncs, so an
+// incremental sync at 10k Services does not render 10k Services again:
+// a Service whose model data, node and proxy configuration are unchanged
+// since the last render reuses the entries it rendered then (a deep
+// comparison, no allocation), and only changed Services are rendered.
+
+// svcFrag is what one Service contributes to the desired maps, in the
+// order render emitted it, so merging fragments reproduces the uncached
+// render exactly (frontend conflicts are still resolved in Service order).
+type svcFrag struct {
+	in       *model.Service // deep copy of the input, for comparison
+	ops      []fragOp       // frontends and warnings, in emission order
+	groups   []fragGroup
+	backends []fragBackend
+	ranges   []lbSrcRangeKey
+	ranges6  []lbSrcRange6Key
+	seen     uint64 // the cache generation that last found this Service
+}
+
+type fragOp struct {
+	warning string // set: a warning; else a frontend
+	is6     bool
+	key     lbSvcKey
+	key6    lbSvc6Key
+	val     lbSvcValue
+}
+
+type fragGroup struct {
+	id    uint32
+	name  string
+	slots []uint32 // backend id of slot i+1
+}
+
+type fragBackend struct {
+	id   uint32
+	name string
+	is6  bool
+	v4   lbBackend
+	v6   lbBackend6
+}
+
+// renderCache holds the fragments of the last render. It is valid only
+// for the id table that render returned (ids) and the node context it
+// saw; anything else renders every Service again.
+type renderCache struct {
+	ids   *idTable
+	node  *model.Node
+	proxy datapaths.ProxyConfig
+	frags map[model.ServiceName]*svcFrag
+	// last is the last render's output; an incremental render changes it
+	// in place.
+	last *desired
+	// refs counts the fragments using each backend id; warnFrags are the
+	// fragments with warnings. clean: the last render had no frontend two
+	// Services claim and no Service name twice, so Services can be
+	// rendered one by one.
+	refs      map[uint32]int
+	warnFrags map[string]*svcFrag
+	clean     bool
+	gen       uint64
+}
+
+// usable reports whether the cached fragments may be reused with prev
+// and view.
+func (c *renderCache) usable(prev *idTable, view *datapaths.NodeView) bool {
+	return c != nil && c.ids != nil && c.ids == prev &&
+		reflect.DeepEqual(c.node, view.Node) && reflect.DeepEqual(c.proxy, view.Proxy)
+}
+
+func cloneNode(n *model.Node) *model.Node {
+	if n == nil {
+		return nil
+	}
+	c := *n
+	c.Addresses = slices.Clone(n.Addresses)
+	c.Labels = maps.Clone(n.Labels)
+	return &c
+}
+
+func cloneProxy(p datapaths.ProxyConfig) datapaths.ProxyConfig {
+	p.ClusterCIDRs = slices.Clone(p.ClusterCIDRs)
+	p.ServiceCIDRs = slices.Clone(p.ServiceCIDRs)
+	p.NodePortAddresses = slices.Clone(p.NodePortAddresses)
+	return p
+}
+
+// cloneService deep-copies a Service, so a caller that mutates its model
+// after a sync cannot make the cache think nothing changed.
+func cloneService(s *model.Service) *model.Service {
+	c := *s
+	c.ClusterIPs = slices.Clone(s.ClusterIPs)
+	c.ExternalIPs = slices.Clone(s.ExternalIPs)
+	c.LoadBalancerIPs = slices.Clone(s.LoadBalancerIPs)
+	c.LoadBalancerSourceRanges = slices.Clone(s.LoadBalancerSourceRanges)
+	c.Ports = make([]*model.ServicePort, len(s.Ports))
+	for i, p := range s.Ports {
+		if p == nil {
+			continue
+		}
+		pc := *p
+		pc.Endpoints = make([]*model.Endpoint, len(p.Endpoints))
+		for j, ep := range p.Endpoints {
+			if ep == nil {
+				continue
+			}
+			ec := *ep
+			ec.ZoneHints = slices.Clone(ep.ZoneHints)
+			ec.NodeHints = slices.Clone(ep.NodeHints)
+			pc.Endpoints[j] = &ec
+		}
+		c.Ports[i] = &pc
+	}
+	return &c
+}
+
+// equalService compares every field of two Services (render reads
+// nearly all of them, through model.Categorize too). TestEqualServiceFields
+// checks that no field is forgotten.
+func equalService(a, b *model.Service) bool {
+	if a.Name != b.Name || a.Type != b.Type || a.Origin != b.Origin || a.Headless != b.Headless ||
+		a.SessionAffinity != b.SessionAffinity || a.AffinityTimeout != b.AffinityTimeout ||
+		a.ExternalTrafficPolicy != b.ExternalTrafficPolicy || a.InternalTrafficPolicy != b.InternalTrafficPolicy ||
+		a.TrafficDistribution != b.TrafficDistribution || a.HealthCheckNodePort != b.HealthCheckNodePort ||
+		!slices.Equal(a.ClusterIPs, b.ClusterIPs) || !slices.Equal(a.ExternalIPs, b.ExternalIPs) ||
+		!slices.Equal(a.LoadBalancerIPs, b.LoadBalancerIPs) || !slices.Equal(a.LoadBalancerSourceRanges, b.LoadBalancerSourceRanges) ||
+		len(a.Ports) != len(b.Ports) {
+		return false
+	}
+	for i, p := range a.Ports {
+		q := b.Ports[i]
+		if (p == nil) != (q == nil) {
+			return false
+		}
+		if p == nil {
+			continue
+		}
+		if p.Name != q.Name || p.Protocol != q.Protocol || p.Port != q.Port || p.NodePort != q.NodePort ||
+			p.TargetPort != q.TargetPort || len(p.Endpoints) != len(q.Endpoints) {
+			return false
+		}
+		for j, e := range p.Endpoints {
+			f := q.Endpoints[j]
+			if (e == nil) != (f == nil) {
+				return false
+			}
+			if e == nil {
+				continue
+			}
+			if e.IP != f.IP || e.Port != f.Port || e.Name != f.Name || e.NodeName != f.NodeName || e.Zone != f.Zone ||
+				e.Ready != f.Ready || e.Serving != f.Serving || e.Terminating != f.Terminating ||
+				!slices.Equal(e.ZoneHints, f.ZoneHints) || !slices.Equal(e.NodeHints, f.NodeHints) ||
+				(e.ZoneHints == nil) != (f.ZoneHints == nil) || (e.NodeHints == nil) != (f.NodeHints == nil) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// merge adds a fragment to the render's output and id table, exactly as
+// rendering its Service there would have.
+func (rc *renderCtx) merge(svc *model.Service, f *svcFrag) {
+	out := rc.out
+	owner := svc.Name.String()
+	t := rc.touched
+	for _, b := range f.backends {
+		rc.ids.next.Backends[b.name] = b.id
+		rc.refs[b.id]++
+		t.backend(b)
+		if b.is6 {
+			out.Backends6[b.id] = b.v6
+		} else {
+			out.Backends[b.id] = b.v4
+		}
+	}
+	for _, g := range f.groups {
+		rc.ids.next.Groups[g.name] = g.id
+		if _, done := out.groupOwner[g.id]; done {
+			continue
+		}
+		out.groupOwner[g.id] = owner
+		out.groupName[g.id] = g.name
+		t.group(g)
+		for i, bid := range g.slots {
+			slot := uint32(i + 1)
+			out.Slots[lbSlotKey{Id: g.id, Slot: slot}] = bid
+			out.Members[lbMemberKey{Id: g.id, BackendId: bid}] = slot
+		}
+	}
+	for _, k := range f.ranges {
+		out.SrcRanges[k] = 1
+		if t != nil {
+			t.ranges.add(k)
+		}
+	}
+	for _, k := range f.ranges6 {
+		out.SrcRanges6[k] = 1
+		if t != nil {
+			t.ranges6.add(k)
+		}
+	}
+	for _, op := range f.ops {
+		if op.warning != "" {
+			out.Warnings = append(out.Warnings, op.warning)
+			continue
+		}
+		var prevOwner string
+		var dup bool
+		t.frontend(op)
+		if op.is6 {
+			if prevOwner, dup = out.svcOwner6[op.key6]; !dup {
+				out.svcOwner6[op.key6] = owner
+				out.Services6[op.key6] = op.val
+			}
+		} else {
+			if prevOwner, dup = out.svcOwner[op.key]; !dup {
+				out.svcOwner[op.key] = owner
+				out.Services[op.key] = op.val
+			}
+		}
+		if dup && prevOwner != owner {
+			rc.dupWarned = true
+			addr, port := addrFromBE32(op.key.Addr), portFromBE16(op.key.Port)
+			proto := op.key.Proto
+			if op.is6 {
+				addr, port, proto = addrFromBE128(op.key6.Addr), portFromBE16(op.key6.Port), op.key6.Proto
+			}
+			out.Warnings = append(out.Warnings, fmt.Sprintf("%s: frontend %s/%s is already %s's; skipped", svc.Name, netip.AddrPortFrom(addr, port), protoName(proto), prevOwner))
+		}
+	}
+}
+
+func (f *svcFrag) hasWarnings() bool {
+	for _, op := range f.ops {
+		if op.warning != "" {
+			return true
+		}
+	}
+	return false
+}
+
+// keySet is a set of map keys.
+type keySet[K comparable] map[K]struct{}
+
+func (s keySet[K]) add(k K) { s[k] = struct{}{} }
+
+// touchedKeys are the keys an incremental render added, changed or
+// removed. Its methods do nothing on a nil *touchedKeys (a whole render).
+type touchedKeys struct {
+	base      uint64 // the render these keys are relative to
+	services  keySet[lbSvcKey]
+	services6 keySet[lbSvc6Key]
+	slots     keySet[lbSlotKey]
+	members   keySet[lbMemberKey]
+	backends  keySet[uint32]
+	backends6 keySet[uint32]
+	ranges    keySet[lbSrcRangeKey]
+	ranges6   keySet[lbSrcRange6Key]
+	groups    keySet[uint32]
+}
+
+func newTouchedKeys(base uint64) *touchedKeys {
+	return &touchedKeys{base: base, services: keySet[lbSvcKey]{}, services6: keySet[lbSvc6Key]{}, slots: keySet[lbSlotKey]{},
+		members: keySet[lbMemberKey]{}, backends: keySet[uint32]{}, backends6: keySet[uint32]{},
+		ranges: keySet[lbSrcRangeKey]{}, ranges6: keySet[lbSrcRange6Key]{}, groups: keySet[uint32]{}}
+}
+
+func (t *touchedKeys) backend(b fragBackend) {
+	if t == nil {
+		return
+	}
+	if b.is6 {
+		t.backends6.add(b.id)
+	} else {
+		t.backends.add(b.id)
+	}
+}
+
+func (t *touchedKeys) group(g fragGroup) {
+	if t == nil {
+		return
+	}
+	t.groups.add(g.id)
+	for i, bid := range g.slots {
+		t.slots.add(lbSlotKey{Id: g.id, Slot: uint32(i + 1)})
+		t.members.add(lbMemberKey{Id: g.id, BackendId: bid})
+	}
+}
+
+func (t *touchedKeys) frontend(op fragOp) {
+	if t == nil || op.warning != "" {
+		return
+	}
+	if op.is6 {
+		t.services6.add(op.key6)
+	} else {
+		t.services.add(op.key)
+	}
+}
+
+// fragChange is one Service whose rendering changed: old or new is nil
+// for a Service added or removed.
+type fragChange struct {
+	key      model.ServiceName
+	name     string
+	svc      *model.Service
+	old, new *svcFrag
+}
+
+// renderIncremental renders only the Services that differ from the
+// cache's and patches the cache's last output in place, so a sync that
+// changes one Service costs one Service's render plus one comparison per
+// unchanged Service. It declines (false, nothing changed) where a
+// Service's entries depend on another's: a frontend claimed twice, a
+// Service name given twice.
+func (rc *renderCtx) renderIncremental(c *renderCache, prev *idTable) (*desired, bool) {
+	gen := c.gen + 1
+	// Ids of new names are drawn into a scratch table, so declining
+	// leaves prev as it was.
+	scratch := &idTable{Groups: map[string]uint32{}, Backends: map[string]uint32{}, NextGroup: prev.NextGroup, NextBackend: prev.NextBackend}
+	rc.ids = &idAllocator{prev: prev, next: scratch}
+	var changes []fragChange
+	var added map[model.ServiceName]bool
+	matched := 0
+	for _, svc := range rc.view.Cluster.Services {
+		key := svc.Name
+		f, ok := c.frags[key]
+		if ok {
+			if f.seen == gen {
+				return nil, false
+			}
+			f.seen = gen
+			matched++
+			if equalService(f.in, svc) {
+				continue
+			}
+		} else {
+			if added[key] {
+				return nil, false
+			}
+			if added == nil {
+				added = map[model.ServiceName]bool{}
+			}
+			added[key] = true
+		}
+		changes = append(changes, fragChange{key: key, name: key.String(), svc: svc, old: f})
+	}
+	// New ids are drawn in the order of Service names, as a whole
+	// render draws them.
+	slices.SortFunc(changes, func(a, b fragChange) int { return strings.Compare(a.name, b.name) })
+	for i := range changes {
+		ch := &changes[i]
+		ch.new = &svcFrag{in: cloneService(ch.svc), seen: gen}
+		rc.frag = ch.new
+		rc.renderService(ch.svc)
+		rc.frag = nil
+	}
+	if matched < len(c.frags) {
+		for key, f := range c.frags {
+			if f.seen != gen {
+				changes = append(changes, fragChange{key: key, name: key.String(), old: f})
+			}
+		}
+	}
+
+	out := c.last
+	// Decline when a new frontend is, or would be, claimed by two
+	// Services: which one wins depends on the order of all of them.
+	changed := make(map[string]bool, len(changes))
+	for _, ch := range changes {
+		changed[ch.name] = true
+	}
+	claims := map[lbSvcKey]string{}
+	claims6 := map[lbSvc6Key]string{}
+	for _, ch := range changes {
+		if ch.new == nil {
+			continue
+		}
+		for _, op := range ch.new.ops {
+			if op.warning != "" {
+				continue
+			}
+			var o, o2 string
+			var ok, ok2 bool
+			if op.is6 {
+				o, ok = out.svcOwner6[op.key6]
+				o2, ok2 = claims6[op.key6]
+				claims6[op.key6] = ch.name
+			} else {
+				o, ok = out.svcOwner[op.key]
+				o2, ok2 = claims[op.key]
+				claims[op.key] = ch.name
+			}
+			if (ok && o != ch.name && !changed[o]) || (ok2 && o2 != ch.name) {
+				return nil, false
+			}
+		}
+	}
+
+	// Commit: from here on the cache, prev and out change.
+	out.Config, out.localhostNodePorts = rc.out.Config, rc.out.localhostNodePorts
+	rc.out = out
+	rc.refs = c.refs
+	rc.touched = newTouchedKeys(c.gen)
+	rc.ids.next = prev
+	prev.NextGroup, prev.NextBackend = scratch.NextGroup, scratch.NextBackend
+	for _, ch := range changes {
+		if ch.old != nil {
+			rc.unmerge(ch.name, ch.old, prev)
+		}
+	}
+	for _, ch := range changes {
+		delete(c.warnFrags, ch.name)
+		if ch.new == nil {
+			delete(c.frags, ch.key)
+			continue
+		}
+		rc.merge(ch.svc, ch.new)
+		c.frags[ch.key] = ch.new
+		if ch.new.hasWarnings() {
+			c.warnFrags[ch.name] = ch.new
+		}
+	}
+	out.Warnings = nil
+	for _, name := range slices.Sorted(maps.Keys(c.warnFrags)) {
+		for _, op := range c.warnFrags[name].ops {
+			if op.warning != "" {
+				out.Warnings = append(out.Warnings, op.warning)
+			}
+		}
+	}
+	c.gen = gen
+	out.gen = gen
+	out.touched = rc.touched
+	return out, true
+}
+
+// unmerge takes a fragment merged earlier out of the output and id table.
+func (rc *renderCtx) unmerge(name string, f *svcFrag, ids *idTable) {
+	out, t := rc.out, rc.touched
+	for _, b := range f.backends {
+		t.backend(b)
+		rc.refs[b.id]--
+		if rc.refs[b.id] > 0 {
+			continue
+		}
+		delete(rc.refs, b.id)
+		if b.is6 {
+			delete(out.Backends6, b.id)
+		} else {
+			delete(out.Backends, b.id)
+		}
+		if ids.Backends[b.name] == b.id {
+			delete(ids.Backends, b.name)
+		}
+	}
+	for _, g := range f.groups {
+		if ids.Groups[g.name] == g.id {
+			delete(ids.Groups, g.name)
+		}
+		if out.groupOwner[g.id] != name {
+			continue
+		}
+		t.group(g)
+		delete(out.groupOwner, g.id)
+		delete(out.groupName, g.id)
+		for i, bid := range g.slots {
+			delete(out.Slots, lbSlotKey{Id: g.id, Slot: uint32(i + 1)})
+			delete(out.Members, lbMemberKey{Id: g.id, BackendId: bid})
+		}
+	}
+	for _, k := range f.ranges {
+		delete(out.SrcRanges, k)
+		t.ranges.add(k)
+	}
+	for _, k := range f.ranges6 {
+		delete(out.SrcRanges6, k)
+		t.ranges6.add(k)
+	}
+	for _, op := range f.ops {
+		if op.warning != "" {
+			continue
+		}
+		t.frontend(op)
+		if op.is6 {
+			if out.svcOwner6[op.key6] == name {
+				delete(out.svcOwner6, op.key6)
+				delete(out.Services6, op.key6)
+			}
+		} else if out.svcOwner[op.key] == name {
+			delete(out.svcOwner, op.key)
+			delete(out.Services, op.key)
+		}
+	}
 }

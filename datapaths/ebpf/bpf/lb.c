@@ -851,6 +851,78 @@ static __always_inline int sock_policy(const struct netns_info *ns, const struct
 	return SOCK_PRIMARY;
 }
 
+// ---- UDP flows translated at the socket (sock_flows) ----
+//
+// A socket hook runs per connect() and per unconnected sendmsg(), not per
+// flow: left alone it would pick a backend for every datagram of an
+// unconnected socket, and for every new socket a client binds to the same
+// source port. kube-proxy's conntrack keeps such a flow on its backend as
+// long as the backend stays (and its cleanup moves it once it is gone), so
+// the hooks remember each UDP flow's backend in sock_flows and reuse it
+// while it is still a member of the frontend's set; a flow whose backend
+// left is re-picked, as the tc path re-steers its own conntrack entries.
+
+// sock_flow_key names the UDP flow of a connect/sendmsg call from the
+// socket's bound source (sk) and the frontend it asked for (16-byte
+// addresses; IPv4 callers pass them IPv4-mapped). Returns 0 when the call
+// has no flow identity: TCP, whose every connect is a new connection, and a
+// connect() on a socket with no local port yet, which the kernel binds to
+// a fresh ephemeral port right after the hook: a new flow either way.
+static __always_inline int sock_flow_key(struct bpf_sock_addr *ctx, struct sock_flow_key *fk,
+					 const __u32 *saddr, const __u32 *daddr, __be16 dport, __u8 proto, __u32 sport)
+{
+	if (proto != IPPROTO_UDP || sport == 0 || sport > 0xffff)
+		return 0;
+	fk->netns_cookie = bpf_get_netns_cookie(ctx);
+	__builtin_memcpy(fk->saddr, saddr, sizeof(fk->saddr));
+	__builtin_memcpy(fk->daddr, daddr, sizeof(fk->daddr));
+	fk->sport = bpf_htons((__u16)sport);
+	fk->dport = dport;
+	fk->proto = proto;
+	return 1;
+}
+
+// sock_flow_backend returns the backend the flow was given while it is
+// alive and still in svc's set, else 0 (pick a new one).
+static __always_inline __u32 sock_flow_backend(const struct sock_flow_key *fk, const struct svc_value *svc, __u64 now)
+{
+	struct sock_flow_value *v = bpf_map_lookup_elem(&sock_flows, fk);
+
+	if (!v || now - v->last_seen > CT_LIFETIME_UDP)
+		return 0;
+	if (v->group != svc->id || !is_member(svc->id, v->backend_id)) {
+		stat_inc(STAT_SOCK_RESTEER);
+		return 0;
+	}
+	v->last_seen = now;
+	return v->backend_id;
+}
+
+static __always_inline void sock_flow_remember(const struct sock_flow_key *fk, const struct svc_value *svc, __u32 backend_id, __u64 now)
+{
+	struct sock_flow_value v = { .last_seen = now, .backend_id = backend_id, .group = svc->id };
+
+	bpf_map_update_elem(&sock_flows, fk, &v, BPF_ANY);
+}
+
+// sock_pick4 is pick_backend for a socket hook: the flow's backend if it
+// has one that still serves, else a fresh pick, remembered for the flow.
+static __always_inline __u32 sock_pick4(const struct sock_flow_key *fk, int is_flow, const struct svc_value *svc, __be32 client)
+{
+	__u64 now = bpf_ktime_get_ns();
+	__u32 id;
+
+	if (is_flow) {
+		id = sock_flow_backend(fk, svc, now);
+		if (id)
+			return id;
+	}
+	id = pick_backend(svc, client, now);
+	if (id && is_flow)
+		sock_flow_remember(fk, svc, id, now);
+	return id;
+}
+
 // sock4_xlate rewrites the destination of connect() or sendmsg() from a
 // frontend to a backend. Returns 1 to let the call proceed, 0 (with the
 // error set) to fail it.
@@ -859,10 +931,12 @@ static __always_inline int sock4_xlate(struct bpf_sock_addr *ctx)
 	struct svc_key key = {};
 	struct sock_revnat_key rk = {};
 	struct sock_revnat_value rv = {};
+	struct sock_flow_key fk = {};
 	struct svc_value *svc;
 	struct netns_info *ns;
 	struct backend *be;
-	__u32 backend_id;
+	__u32 backend_id, src[4] = {}, dst[4] = {};
+	int is_flow;
 	__u8 proto;
 
 	ns = scoped(ctx);
@@ -903,7 +977,11 @@ static __always_inline int sock4_xlate(struct bpf_sock_addr *ctx)
 	if (svc->count == 0)
 		return 1; // untranslated: dropped at egress (to_dev) or from_pod
 
-	backend_id = pick_backend(svc, ns->addr4, bpf_ktime_get_ns());
+	src[2] = dst[2] = bpf_htonl(0xffff);
+	src[3] = ctx->sk->src_ip4;
+	dst[3] = key.addr;
+	is_flow = sock_flow_key(ctx, &fk, src, dst, key.port, proto, ctx->sk->src_port);
+	backend_id = sock_pick4(&fk, is_flow, svc, ns->addr4);
 	be = bpf_map_lookup_elem(&backends, &backend_id);
 	if (!be)
 		return 1;

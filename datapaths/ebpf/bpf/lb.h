@@ -101,6 +101,7 @@ enum {
 	STAT_UDP_RESTEER,       // UDP flows moved off a backend that went away
 	STAT_SOCK_XLATE,        // socket-level translations (connect/sendmsg)
 	STAT_SOCK_REJECT,       // connect/sendmsg refused (no endpoints)
+	STAT_SOCK_RESTEER,      // UDP socket flows moved off a backend that went away
 	STAT_MAX,
 };
 
@@ -245,6 +246,31 @@ struct sock_revnat_value {
 	__be32 addr;
 	__be16 port;
 	__u16 pad;
+};
+
+// sock_flows: the backend a UDP flow translated at its socket was given,
+// so that every socket carrying the same flow (unconnected sendmsg after
+// sendmsg, or a new socket bound to the same source port, as a client
+// pinning its 5-tuple does) keeps reaching that backend while it stays in
+// the endpoint set: what a netfilter conntrack entry gives kube-proxy.
+// The flow is named by what the hook sees of its 5-tuple: the socket's
+// network namespace, its bound source address (zero when unbound; routing
+// picks one after the hook) and port, and the frontend. Both families share
+// the map: an IPv4 frontend and source are stored IPv4-mapped.
+struct sock_flow_key {
+	__u64 netns_cookie;
+	__u32 saddr[4];
+	__u32 daddr[4];
+	__be16 sport;
+	__be16 dport;
+	__u8 proto;
+	__u8 pad[3];
+};
+
+struct sock_flow_value {
+	__u64 last_seen; // bpf_ktime_get_ns()
+	__u32 backend_id;
+	__u32 group; // the set it was picked from: another group re-picks
 };
 
 // ---- IPv6 twins of the maps above. Addresses are 16 bytes in network
@@ -397,6 +423,13 @@ struct {
 	__type(key, struct sock_revnat_key);
 	__type(value, struct sock_revnat_value);
 } sock_revnat SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct sock_flow_key);
+	__type(value, struct sock_flow_value);
+} sock_flows SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);

@@ -656,6 +656,23 @@ static __always_inline int is_loopback6(const __u32 *a)
 	return a[0] == 0 && a[1] == 0 && a[2] == 0 && a[3] == bpf_htonl(1);
 }
 
+// sock_pick6 is sock_pick4 with the IPv6 affinity map.
+static __always_inline __u32 sock_pick6(const struct sock_flow_key *fk, int is_flow, const struct svc_value *svc, const __u32 *client)
+{
+	__u64 now = bpf_ktime_get_ns();
+	__u32 id;
+
+	if (is_flow) {
+		id = sock_flow_backend(fk, svc, now);
+		if (id)
+			return id;
+	}
+	id = pick_backend6(svc, client, now);
+	if (id && is_flow)
+		sock_flow_remember(fk, svc, id, now);
+	return id;
+}
+
 // sock6_xlate is sock4_xlate for AF_INET6 sockets. An IPv4-mapped
 // destination (a dual-stack socket reaching an IPv4 frontend) is looked up
 // in the IPv4 maps and rewritten to the mapped backend address.
@@ -664,10 +681,12 @@ static __always_inline int sock6_xlate(struct bpf_sock_addr *ctx)
 	struct svc6_key key = {};
 	struct sock_revnat6_key rk = {};
 	struct sock_revnat6_value rv = {};
+	struct sock_flow_key fk = {};
 	struct svc_value *svc;
 	struct netns_info *ns;
 	struct backend6 *be;
-	__u32 dst[4], backend_id;
+	__u32 dst[4], src[4], backend_id;
+	int is_flow;
 	__u8 proto;
 
 	ns = scoped(ctx);
@@ -682,6 +701,11 @@ static __always_inline int sock6_xlate(struct bpf_sock_addr *ctx)
 	dst[3] = ctx->user_ip6[3];
 	if (is_loopback6(dst))
 		return 1;
+	src[0] = ctx->sk->src_ip6[0];
+	src[1] = ctx->sk->src_ip6[1];
+	src[2] = ctx->sk->src_ip6[2];
+	src[3] = ctx->sk->src_ip6[3];
+	is_flow = sock_flow_key(ctx, &fk, src, dst, (__be16)ctx->user_port, proto, ctx->sk->src_port);
 	if (is_v4mapped(dst)) {
 		struct svc_key k4 = { .addr = dst[3], .port = (__be16)ctx->user_port, .proto = proto };
 		struct backend *be4;
@@ -706,7 +730,7 @@ static __always_inline int sock6_xlate(struct bpf_sock_addr *ctx)
 		}
 		if (svc->count == 0)
 			return 1;
-		backend_id = pick_backend(svc, ns->addr4, bpf_ktime_get_ns());
+		backend_id = sock_pick4(&fk, is_flow, svc, ns->addr4);
 		be4 = bpf_map_lookup_elem(&backends, &backend_id);
 		if (!be4)
 			return 1;
@@ -749,7 +773,7 @@ static __always_inline int sock6_xlate(struct bpf_sock_addr *ctx)
 	}
 	if (svc->count == 0)
 		return 1;
-	backend_id = pick_backend6(svc, ns->addr6, bpf_ktime_get_ns());
+	backend_id = sock_pick6(&fk, is_flow, svc, ns->addr6);
 	be = bpf_map_lookup_elem(&backends6, &backend_id);
 	if (!be)
 		return 1;
