@@ -22,6 +22,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"proxyrig/datapaths/flowtest"
 	"proxyrig/internal/netnsutil"
 	"proxyrig/model"
 	"proxyrig/topologies"
@@ -167,7 +168,25 @@ func describeLocalBlackHole(dp string) {
 		// Only a remote endpoint is left: iTP=Local drops (NOEP-06). The
 		// client keeps sending on the same 5-tuple meanwhile, as e2e's
 		// once-a-second client does.
-		h.dropped(ctx, t)
+		if dp == "ipvs" {
+			// IPVS mode has no drop rule: the ClusterIP virtual server is
+			// left without real servers and IPVS refuses (NOEP-06's
+			// override). The old flow's IPVS entry, whose real server is
+			// gone, is expired by the packet that finds it
+			// (expire_nodest_conn), and that packet is dropped; the next
+			// ones are refused.
+			recordDeviation(flowtest.WhyIPVSLocalNoEndpoint)
+			By(fmt.Sprintf("re-sending %s until it is refused", t))
+			var last topologies.ProbeResult
+			Eventually(func() topologies.Outcome {
+				last = t.probe(ctx, rejectTimeout)
+				return last.Outcome
+			}).WithContext(ctx).WithTimeout(reSteerTimeout).WithPolling(200*time.Millisecond).Should(Equal(topologies.Refused),
+				"%s was never refused; last probe: %s", t, describe(last))
+			h.refused(ctx, t)
+		} else {
+			h.dropped(ctx, t)
+		}
 
 		h.applyFixture(ctx, "a new local endpoint", fixture(backend2, backend3))
 		h.eventuallyAnsweredBy(ctx, t, backend3.Name)

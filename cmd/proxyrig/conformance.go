@@ -316,7 +316,7 @@ func runConformanceInVM(ctx context.Context, o conformanceOptions, why string) e
 	}
 	var stdout bytes.Buffer
 	code, err := vm.Run(ctx, vm.Config{
-		Modules: vmModules(o.datapath),
+		Modules: conformanceVMModules(o.datapath),
 		// Boot and teardown come on top of the suite's own limit.
 		Timeout: o.timeout + 15*time.Minute,
 		Logger:  newLogger(o.verbose),
@@ -356,6 +356,25 @@ func needsVM(ctx context.Context, dp, backend string) string {
 	return vmFixable(reg.Check(ctx, datapaths.Config{IPTablesBackend: backend}))
 }
 
+// labVMHint turns a datapath's Check error into one that says how to run
+// the datapath anyway when only this kernel is the problem (IPVS): a lab
+// lives only as long as the VM runner's command, so the whole session runs
+// in one VM. Other errors come back unchanged.
+func labVMHint(ctx context.Context, dp, backend string, checkErr error) error {
+	why := needsVM(ctx, dp, backend)
+	if why == "" {
+		return checkErr
+	}
+	self, err := os.Executable()
+	if err != nil {
+		self = "proxyrig"
+	}
+	return fmt.Errorf("datapath %s cannot run on this kernel: %s. The VM runner's kernel can, and a lab lives as long as "+
+		"the VM's command, so run the whole session in one VM, e.g.:\n"+
+		"  proxyrig vm -- bash -c '%[3]s lab up --datapath %[1]s -f cluster.yaml --name demo && %[3]s lab status --name demo; %[3]s lab down --name demo'\n"+
+		"Its conformance tree runs there by itself: proxyrig conformance --datapath %[1]s", dp, why, self)
+}
+
 // vmFixable returns the reason of a datapath's Check error when the VM
 // runner's kernel would not have the problem, or "". Only a missing kernel
 // feature is the VM's to fix; a missing tool or privilege is missing in
@@ -373,6 +392,16 @@ func vmFixable(checkErr error) string {
 func kernelHasIPVS() bool {
 	_, err := netlink.GenlFamilyGet("IPVS")
 	return err == nil
+}
+
+// conformanceVMModules are the guest's modules for a conformance run of
+// datapath dp, or of every spec tree when dp is "" (the IPVS tree among
+// them, e.g. make conformance-vm's 'proto:SCTP || datapath:ipvs').
+func conformanceVMModules(dp string) []string {
+	if dp == "" {
+		return vmModules("ipvs")
+	}
+	return vmModules(dp)
 }
 
 // vmModules are loaded in the guest before the suite, so that a missing

@@ -127,7 +127,7 @@ type kernelVS struct {
 // readTable lists every virtual server and its destinations.
 // Equivalent to: ipvsadm -Ln
 func readTable(c ipvsClient) (map[string]*kernelVS, error) {
-	svcs, err := c.GetServices()
+	svcs, err := retryDump(c.GetServices)
 	if err != nil {
 		return nil, fmt.Errorf("list IPVS services: %w", err)
 	}

@@ -60,7 +60,7 @@ func deleteDummy(h *netlink.Handle) error {
 // (kube-proxy's GetLocalAddresses and GetAllLocalAddressesExcept).
 // Equivalent to: ip -br addr
 func localAddrs(h *netlink.Handle, dummyIndex int) (bound, others []netip.Addr, err error) {
-	addrs, err := h.AddrList(nil, netlink.FAMILY_ALL)
+	addrs, err := retryDump(func() ([]netlink.Addr, error) { return h.AddrList(nil, netlink.FAMILY_ALL) })
 	if err != nil {
 		return nil, nil, fmt.Errorf("list addresses: %w", err)
 	}

@@ -95,6 +95,9 @@ type Proxier struct {
 	// hookRendered, when set, may alter the rendered state before it is
 	// applied; FailNextSync and tests use it.
 	hookRendered func(*State)
+	// lastView is the view of the last successful sync: what a failed
+	// sync rolls back to (rollback.go).
+	lastView *datapaths.NodeView
 }
 
 var _ datapaths.Datapath = (*Proxier)(nil)
@@ -360,10 +363,19 @@ func (p *Proxier) setSysctl(key, value string) error {
 // built-in chains. The order keeps a failure harmless: sets are created
 // first (iptables rules reference them), then iptables-restore (which
 // fails atomically), and only then do set entries, VIPs and the IPVS table
-// change.
-func (p *Proxier) Sync(ctx context.Context, view *datapaths.NodeView, opts datapaths.SyncOptions) (stats datapaths.SyncStats, err error) {
+// change. A failure after that is rolled back (rollback.go).
+func (p *Proxier) Sync(ctx context.Context, view *datapaths.NodeView, opts datapaths.SyncOptions) (datapaths.SyncStats, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	stats, err := p.syncLocked(ctx, view, opts)
+	if err != nil {
+		return stats, p.rollback(ctx, err)
+	}
+	p.lastView = view
+	return stats, nil
+}
+
+func (p *Proxier) syncLocked(ctx context.Context, view *datapaths.NodeView, opts datapaths.SyncOptions) (stats datapaths.SyncStats, err error) {
 	stats.Backend = p.label()
 	ns := p.cfg.NS
 
@@ -584,6 +596,7 @@ func (p *Proxier) Cleanup(ctx context.Context) error {
 	clear(p.grace)
 	p.services = map[string]uint64{}
 	p.needFull = true
+	p.lastView = nil
 	ns := p.cfg.NS
 	var errs []error
 
