@@ -137,13 +137,25 @@ func (e Expect) On(datapath string, other Expect, why string) Expect {
 // Overrides lists the per-datapath divergences.
 func (e Expect) Overrides() []Override { return slices.Clone(e.overrides) }
 
+// variantOf names, for a datapath that is a variant of another, the one
+// whose documented divergences it shares: nftables-flat is kube-proxy's
+// nftables layout with another endpoint dispatch, so it behaves as
+// nftables does wherever that differs from iptables mode.
+var variantOf = map[string]string{
+	"nftables-flat": "nftables",
+}
+
 // For returns the expectation for one datapath, and the reason when it
-// differs from kube-proxy's iptables mode.
+// differs from kube-proxy's iptables mode. A variant (see variantOf) gets
+// its own override if it has one, else its base datapath's.
 func (e Expect) For(datapath string) (Expect, string) {
 	for _, o := range e.overrides {
 		if o.Datapath == datapath {
 			return o.Expect, o.Why
 		}
+	}
+	if base, ok := variantOf[datapath]; ok {
+		return e.For(base)
 	}
 	base := e
 	base.overrides = nil

@@ -13,7 +13,7 @@ import (
 
 // knownDatapaths are the names an override may use: the datapaths
 // DESIGN.md plans. An override for anything else is a typo.
-var knownDatapaths = []string{"iptables", "nftables", "ipvs", "ebpf"}
+var knownDatapaths = []string{"iptables", "nftables", "ipvs", "ebpf", "ebpf-socket"}
 
 // TestTablesAreWellFormed checks what the type system cannot: fixtures
 // parse, every row carries its line, every reference resolves, and flow
@@ -196,5 +196,16 @@ func TestProxyConfigDetector(t *testing.T) {
 				t.Errorf("%s: a concurrent case cannot record an implementation-defined flow", f.Line)
 			}
 		}
+	}
+}
+
+// A variant shares its base datapath's documented divergences.
+func TestVariantSharesBaseOverrides(t *testing.T) {
+	e := flowtest.Pass().On("nftables", flowtest.Reject(), "documented")
+	if got, why := e.For("nftables-flat"); got.Verdict != flowtest.VerdictREJECT || why != "documented" {
+		t.Errorf("nftables-flat: %v %q, want nftables' REJECT", got, why)
+	}
+	if got, why := e.For("iptables"); got.Verdict != flowtest.VerdictPASS || why != "" {
+		t.Errorf("iptables: %v %q", got, why)
 	}
 }

@@ -16,20 +16,42 @@ type appliedFamily struct {
 }
 
 type appliedService struct {
-	hash   string
-	chains []string
+	hash string
+	// chains are the rendered chains (shared with the render, never
+	// modified); only their names matter here.
+	chains []Chain
 }
 
 func newApplied(fr *FamilyRules) *appliedFamily {
 	a := &appliedFamily{services: make(map[string]appliedService, len(fr.Services))}
 	for _, s := range fr.Services {
-		names := make([]string, len(s.Chains))
-		for i, c := range s.Chains {
-			names[i] = c.Name
-		}
-		a.services[s.Service] = appliedService{hash: s.Hash, chains: names}
+		a.services[s.Service] = appliedService{hash: s.Hash, chains: s.Chains}
 	}
 	return a
+}
+
+// goneChains appends to out the chains of prev that next no longer has.
+func goneChains(out []string, prev, next []Chain) []string {
+	if len(prev) == 0 {
+		return out
+	}
+	var have map[string]bool
+	if len(next) > 16 {
+		have = make(map[string]bool, len(next))
+		for _, c := range next {
+			have[c.Name] = true
+		}
+	}
+	for _, c := range prev {
+		found := have[c.Name]
+		if have == nil {
+			found = slices.ContainsFunc(next, func(n Chain) bool { return n.Name == c.Name })
+		}
+		if !found {
+			out = append(out, tableNAT+" "+c.Name)
+		}
+	}
+	return out
 }
 
 // savedTable is one table of iptables-save output.
@@ -96,6 +118,8 @@ type syncPlan struct {
 	deleted []string
 	// jumps lists the jump rules inserted because they were missing.
 	jumps []JumpRule
+	// applied is what the kernel holds once payload is restored.
+	applied *appliedFamily
 }
 
 // restoreWriter accumulates one table of iptables-restore input, keeping
@@ -115,19 +139,37 @@ func (w *restoreWriter) declare(name string) {
 		return
 	}
 	w.declared[name] = true
-	w.chains.WriteString(":" + name + " - [0:0]\n")
+	w.chains.WriteByte(':')
+	w.chains.WriteString(name)
+	w.chains.WriteString(" - [0:0]\n")
 }
 
 func (w *restoreWriter) chain(c Chain) {
 	w.declare(c.Name)
 	for _, r := range c.Rules {
-		w.rules.WriteString("-A " + c.Name)
+		w.rules.WriteString("-A ")
+		w.rules.WriteString(c.Name)
 		if r != "" {
-			w.rules.WriteString(" " + r)
+			w.rules.WriteByte(' ')
+			w.rules.WriteString(r)
 		}
 		w.rules.WriteByte('\n')
 		w.written++
 	}
+}
+
+// chainBytes is the size of c's rules as restore input.
+func chainBytes(c Chain) int {
+	n := 0
+	for _, r := range c.Rules {
+		n += len("-A  \n") + len(c.Name) + len(r)
+	}
+	return n
+}
+
+// len is the size of the table's restore input, give or take its header.
+func (w *restoreWriter) len() int {
+	return w.chains.Len() + w.inserts.Len() + w.rules.Len() + w.deletes.Len() + len("*filter\nCOMMIT\n")
 }
 
 func (w *restoreWriter) insert(j JumpRule) {
@@ -170,6 +212,21 @@ func planSync(fr *FamilyRules, last *appliedFamily, full bool, saved savedState)
 	writers := map[string]*restoreWriter{tableFilter: filter, tableNAT: nat}
 
 	if full {
+		// Size the nat rules once: at 10,000 Services the restore input
+		// is tens of megabytes, and growing it by doubling copies it over
+		// and over.
+		size, chains := 0, len(fr.NAT)
+		for _, s := range fr.Services {
+			chains += len(s.Chains)
+			for _, c := range s.Chains {
+				size += chainBytes(c)
+			}
+		}
+		for _, c := range fr.NAT {
+			size += chainBytes(c)
+		}
+		nat.rules.Grow(size)
+		nat.declared = make(map[string]bool, chains)
 		for _, j := range fr.Jumps {
 			if !saved.hasRule(j.Table, "-A "+j.Chain+" "+j.Spec) {
 				writers[j.Table].insert(j)
@@ -184,14 +241,15 @@ func planSync(fr *FamilyRules, last *appliedFamily, full bool, saved savedState)
 		nat.chain(c)
 	}
 
-	desired := map[string]bool{}
+	// Chain names hash the Service port's name, so a chain belongs to one
+	// Service: the chains to delete are those that a changed or removed
+	// Service had and no longer has. Unchanged Services are not looked at
+	// beyond their hash.
+	next := newApplied(fr)
+	p.applied = next
 	changed := map[string]bool{}
-	present := make(map[string]bool, len(fr.Services))
+	var deleted []string
 	for _, s := range fr.Services {
-		present[s.Service] = true
-		for _, c := range s.Chains {
-			desired[c.Name] = true
-		}
 		prev, known := appliedService{}, false
 		if last != nil {
 			prev, known = last.services[s.Service]
@@ -201,23 +259,24 @@ func planSync(fr *FamilyRules, last *appliedFamily, full bool, saved savedState)
 			for _, c := range s.Chains {
 				nat.chain(c)
 			}
+			deleted = goneChains(deleted, prev.chains, s.Chains)
 		}
 	}
-
-	var deleted []string
 	if last != nil {
 		for name, prev := range last.services {
-			if !present[name] {
+			if _, ok := next.services[name]; !ok {
 				changed[name] = true
-			}
-			for _, c := range prev.chains {
-				if !desired[c] {
-					deleted = append(deleted, tableNAT+" "+c)
-				}
+				deleted = goneChains(deleted, prev.chains, nil)
 			}
 		}
 	}
 	if full {
+		desired := map[string]bool{}
+		for _, s := range fr.Services {
+			for _, c := range s.Chains {
+				desired[c.Name] = true
+			}
+		}
 		for _, table := range []string{tableFilter, tableNAT} {
 			for _, c := range saved.strayChains(table, writers[table].declared, desired) {
 				deleted = append(deleted, table+" "+c)
@@ -238,6 +297,7 @@ func planSync(fr *FamilyRules, last *appliedFamily, full bool, saved savedState)
 	sort.Strings(p.changed)
 
 	var buf bytes.Buffer
+	buf.Grow(filter.len() + nat.len() + 64)
 	// Filter first, then nat, as kube-proxy. iptables-restore commits each
 	// table at its COMMIT: if nat fails, the old nat rules keep forwarding.
 	filter.writeTo(&buf, tableFilter)

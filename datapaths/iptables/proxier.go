@@ -95,9 +95,14 @@ type Proxier struct {
 	// entries (or needFull) force the next sync to be full.
 	applied  map[Family]*appliedFamily
 	needFull bool
+	// lastGood is the rendered rules of the last successful restore, per
+	// family: what a failed restore rolls back to (rollback.go).
+	lastGood map[Family]*FamilyRules
 	// sysctlOrig holds the values of sysctls we changed, to restore them
 	// in Cleanup.
 	sysctlOrig map[string]string
+	// cache keeps each unchanged Service's rendered output between syncs.
+	cache *renderCache
 
 	// hookRendered, when set (by tests), may alter the rendered rules
 	// before they are planned and applied; used to inject failures.
@@ -124,8 +129,10 @@ func New(cfg datapaths.Config) (datapaths.Datapath, error) {
 		backend:    b,
 		log:        log.With("datapath", Name, "node", cfg.Node, "netns", cfg.NS.Name),
 		applied:    map[Family]*appliedFamily{},
+		lastGood:   map[Family]*FamilyRules{},
 		needFull:   true,
 		sysctlOrig: map[string]string{},
+		cache:      newRenderCache(),
 	}, nil
 }
 
@@ -251,11 +258,13 @@ func (p *Proxier) Sync(ctx context.Context, view *datapaths.NodeView, opts datap
 	stats.Apply += time.Since(applyStart)
 
 	renderStart := time.Now()
-	rs, err := Render(view, p.env)
+	rs, err := render(view, p.env, p.cache)
 	if err != nil {
 		return stats, err
 	}
 	if p.hookRendered != nil {
+		// The hook may change what it is given; the cache must not see it.
+		rs = rs.detach()
 		p.hookRendered(rs)
 	}
 	stats.Render += time.Since(renderStart)
@@ -278,7 +287,9 @@ func (p *Proxier) Sync(ctx context.Context, view *datapaths.NodeView, opts datap
 			if err != nil {
 				return stats, fmt.Errorf("read %s rules before full sync in netns %s: %w", fr.Family, p.cfg.NS.Name, err)
 			}
+			t = time.Now()
 			saved = parseSave(out)
+			stats.Render += time.Since(t)
 		}
 
 		t := time.Now()
@@ -291,15 +302,19 @@ func (p *Proxier) Sync(ctx context.Context, view *datapaths.NodeView, opts datap
 		stats.Apply += time.Since(t)
 		if err != nil {
 			delete(p.applied, fr.Family)
-			return stats, fmt.Errorf("restore %s rules (%s sync) in netns %s: %w", fr.Family, syncKind(full), p.cfg.NS.Name, err)
+			err = fmt.Errorf("restore %s rules (%s sync) in netns %s: %w", fr.Family, syncKind(full), p.cfg.NS.Name, err)
+			return stats, errors.Join(err, p.rollback(ctx, rs, fr.Family))
 		}
-		p.applied[fr.Family] = newApplied(fr)
+		p.applied[fr.Family] = plan.applied
 		stats.Written += plan.written
 		for _, s := range plan.changed {
 			changed[s] = true
 		}
 	}
 	p.needFull = false
+	for _, fr := range rs.Families {
+		p.lastGood[fr.Family] = fr
+	}
 	stats.ChangedServices = len(changed)
 
 	t := time.Now()
@@ -366,6 +381,7 @@ func (p *Proxier) Cleanup(ctx context.Context) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.applied = map[Family]*appliedFamily{}
+	p.lastGood = map[Family]*FamilyRules{}
 	p.needFull = true
 	var errs []error
 	for _, f := range families {

@@ -32,13 +32,21 @@ func BenchmarkRenderAndPlan(b *testing.B) {
 	}
 }
 
-// BenchmarkRender is the part of every sync, partial or full, that is
-// proxyrig's own: computing the desired state of every Service.
-// The name cache is what a proxier's repeated syncs use.
+// BenchmarkRender is the render of a proxier's partial sync at 10,000
+// Services after one Service changed: the cache (names and unchanged
+// Services' states) is what a proxier's repeated syncs use, so only the
+// changed Service is rendered again.
 func BenchmarkRender(b *testing.B) {
 	v := scaleView(10000)
 	names := newNameCache()
+	if _, err := render(v, names); err != nil {
+		b.Fatal(err)
+	}
+	i := 0
 	for b.Loop() {
+		eps := v.Cluster.Services[i].Ports[0].Endpoints
+		v = withEndpoints(v, i, append(eps[1:len(eps):len(eps)], eps[0])...)
+		i = (i + 1) % len(v.Cluster.Services)
 		if _, err := render(v, names); err != nil {
 			b.Fatal(err)
 		}

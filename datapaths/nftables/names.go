@@ -3,8 +3,8 @@ package nftables
 import (
 	"crypto/sha256"
 	"encoding/base32"
-	"fmt"
 	"net/netip"
+	"strconv"
 	"strings"
 
 	"sigs.k8s.io/knftables"
@@ -106,7 +106,7 @@ func hashAndTruncate(name string) string {
 // nftables name; "/" separates them because no input can contain it. At
 // most 63+63+4+63 + 8 (hash) + 4 punctuation = 205 bytes: never truncated.
 func servicePortChainNameBase(svc model.ServiceName, protocol, portName string) string {
-	return hashAndTruncate(fmt.Sprintf("%s/%s/%s/%s", svc.Namespace, svc.Name, protocol, portName))
+	return hashAndTruncate(svc.Namespace + "/" + svc.Name + "/" + protocol + "/" + portName)
 }
 
 // servicePortEndpointChainNameBase is
@@ -116,7 +116,7 @@ func servicePortChainNameBase(svc model.ServiceName, protocol, portName string) 
 // bytes, so truncation is possible in theory.
 func servicePortEndpointChainNameBase(svc model.ServiceName, protocol, portName string, ep netip.AddrPort) string {
 	ip := strings.ReplaceAll(ep.Addr().String(), ":", ".")
-	return hashAndTruncate(fmt.Sprintf("%s/%s/%s/%s__%s/%d", svc.Namespace, svc.Name, protocol, portName, ip, ep.Port()))
+	return hashAndTruncate(svc.Namespace + "/" + svc.Name + "/" + protocol + "/" + portName + "__" + ip + "/" + strconv.Itoa(int(ep.Port())))
 }
 
 // isServiceChainName tells per-Service chains from the fixed ones: only the

@@ -95,10 +95,13 @@ type elementStorage struct {
 	isSet    bool
 	elements map[string]string // key joined by " . " -> value
 	leftover map[string]bool   // keys not (yet) seen in this sync
+	// owner is the Service that last wrote each key, so a partial sync
+	// deletes a key a Service gave up only if no other Service took it.
+	owner map[string]model.ServiceName
 }
 
 func newElementStorage(f knftables.Family, name string, isSet bool) *elementStorage {
-	return &elementStorage{family: f, name: name, isSet: isSet, elements: map[string]string{}, leftover: map[string]bool{}}
+	return &elementStorage{family: f, name: name, isSet: isSet, elements: map[string]string{}, leftover: map[string]bool{}, owner: map[string]model.ServiceName{}}
 }
 
 func (s *elementStorage) object() knftables.Object {
@@ -112,6 +115,7 @@ func (s *elementStorage) object() knftables.Object {
 func (s *elementStorage) reset(tx *knftables.Transaction) {
 	clear(s.elements)
 	clear(s.leftover)
+	clear(s.owner)
 	tx.Flush(s.object())
 }
 
@@ -123,10 +127,12 @@ func (s *elementStorage) begin() {
 	}
 }
 
-// ensure adds elem unless it is there with the same value; a changed value
-// is deleted and re-added, since nft cannot replace an element in place.
-func (s *elementStorage) ensure(tx *knftables.Transaction, elem *knftables.Element) {
+// ensureFor adds elem, on behalf of Service owner, unless it is there with
+// the same value; a changed value is deleted and re-added, since nft
+// cannot replace an element in place.
+func (s *elementStorage) ensureFor(tx *knftables.Transaction, elem *knftables.Element, owner model.ServiceName) {
 	key := strings.Join(elem.Key, " . ")
+	s.owner[key] = owner
 	value := strings.Join(elem.Value, " . ")
 	if old, ok := s.elements[key]; ok {
 		if old != value {
@@ -141,6 +147,24 @@ func (s *elementStorage) ensure(tx *knftables.Transaction, elem *knftables.Eleme
 	s.elements[key] = value
 }
 
+// removeFor deletes elem's key, which Service owner no longer has, unless
+// another Service wrote it since.
+func (s *elementStorage) removeFor(tx *knftables.Transaction, elem *knftables.Element, owner model.ServiceName) {
+	key := strings.Join(elem.Key, " . ")
+	if _, ok := s.elements[key]; !ok || s.owner[key] != owner {
+		return
+	}
+	e := &knftables.Element{Family: s.family, Table: kubeProxyTable, Key: elem.Key}
+	if s.isSet {
+		e.Set = s.name
+	} else {
+		e.Map = s.name
+	}
+	tx.Delete(e)
+	delete(s.elements, key)
+	delete(s.owner, key)
+}
+
 // cleanup deletes the elements no Service claimed in this sync, in sorted
 // order so the transaction text is deterministic.
 func (s *elementStorage) cleanup(tx *knftables.Transaction) {
@@ -153,21 +177,22 @@ func (s *elementStorage) cleanup(tx *knftables.Transaction) {
 		}
 		tx.Delete(e)
 		delete(s.elements, key)
+		delete(s.owner, key)
 	}
 	clear(s.leftover)
 }
 
 // familyApplied is what the proxier believes one family's table holds.
 type familyApplied struct {
-	base     string                       // BaseState.key() of the last full sync
-	services map[model.ServiceName]uint64 // Service -> ServiceState.Hash as written
+	base     string                              // BaseState.key() of the last full sync
+	services map[model.ServiceName]*ServiceState // Service -> its state as written
 	storages map[string]*elementStorage
 	// staleChains are flushed per-Service chains waiting to be deleted.
 	staleChains map[string]time.Time
 }
 
 func newFamilyApplied(f knftables.Family) *familyApplied {
-	fa := &familyApplied{services: map[model.ServiceName]uint64{}, storages: map[string]*elementStorage{}, staleChains: map[string]time.Time{}}
+	fa := &familyApplied{services: map[model.ServiceName]*ServiceState{}, storages: map[string]*elementStorage{}, staleChains: map[string]time.Time{}}
 	for _, c := range containerNames {
 		fa.storages[c.name] = newElementStorage(f, c.name, c.isSet)
 	}
@@ -185,8 +210,8 @@ type syncPlan struct {
 	// changed are the Services whose chains the transaction rewrites, or
 	// whose objects it removes.
 	changed map[model.ServiceName]bool
-	// services are the new per-family hashes, committed on success.
-	services map[knftables.Family]map[model.ServiceName]uint64
+	// services are the new per-family states, committed on success.
+	services map[knftables.Family]map[model.ServiceName]*ServiceState
 	// listTime is the part of planning spent listing the kernel's tables.
 	listTime time.Duration
 	// warnings are non-fatal problems (a failed listing: stale chains are
@@ -196,125 +221,248 @@ type syncPlan struct {
 
 // planSync builds the one transaction that makes both tables equal to rs:
 // kube-proxy's syncProxyRules, for both families at once, so the whole
-// sync commits or fails as a unit. A full sync rewrites everything; a
-// partial one rewrites the chains of changed Services only, adds and
-// deletes only the map elements that differ, and flushes chains that no
-// Service uses any more. applied is updated in place for element storage
-// and stale chains; the caller commits services and base on success and
-// forces a full sync on failure, which resets both.
+// sync commits or fails as a unit.
+//
+// A full sync rewrites everything, and asks the kernel which per-Service
+// chains and affinity sets exist, so that leftovers of an earlier proxier
+// or of a failed sync are flushed (chains) or deleted (sets) too.
+//
+// A partial sync touches only the Services whose rendered state changed
+// (or that went away): their chains are flushed and rewritten, their map
+// and set elements diffed against what they had, the chains and affinity
+// sets they no longer have flushed or deleted. An unchanged Service costs
+// a hash comparison, and the kernel is not asked anything: what the last
+// syncs wrote is known, as the iptables datapath knows it.
+//
+// applied is updated in place for element storage and stale chains; the
+// caller commits services and base on success and forces a full sync on
+// failure, which resets both.
 func planSync(ctx context.Context, tx *knftables.Transaction, rs *Ruleset, applied map[knftables.Family]*familyApplied, full, recreateBaseChains bool, list lister, now time.Time) *syncPlan {
-	plan := &syncPlan{tx: tx, full: full, changed: map[model.ServiceName]bool{}, services: map[knftables.Family]map[model.ServiceName]uint64{}}
+	plan := &syncPlan{tx: tx, full: full, changed: map[model.ServiceName]bool{}, services: map[knftables.Family]map[model.ServiceName]*ServiceState{}}
 	for _, fs := range rs.Families {
 		fa := applied[fs.Family]
 		if full {
-			writeBase(tx, fs, recreateBaseChains)
-			for _, c := range containerNames {
-				fa.storages[c.name].reset(tx)
-			}
-		}
-		for _, st := range fa.storages {
-			st.begin()
-		}
-
-		hashes := make(map[model.ServiceName]uint64, len(fs.Services))
-		activeChains := map[string]bool{}
-		activeSets := map[string]bool{}
-		for _, ss := range fs.Services {
-			hashes[ss.Name] = ss.Hash
-			old, known := fa.services[ss.Name]
-			rewrite := full || !known || old != ss.Hash
-			if rewrite {
-				plan.changed[ss.Name] = true
-			}
-			// Chains first: map elements and rules below refer to them.
-			for _, c := range ss.Chains {
-				activeChains[c] = true
-				if rewrite {
-					ch := &knftables.Chain{Family: fs.Family, Table: kubeProxyTable, Name: c}
-					tx.Add(ch)
-					tx.Flush(ch)
-				}
-			}
-			for _, s := range ss.Sets {
-				activeSets[s.Name] = true
-			}
-			for _, e := range ss.Elements {
-				st := fa.storages[e.Set+e.Map]
-				st.ensure(tx, e)
-			}
-			if !rewrite {
-				continue
-			}
-			for _, s := range ss.Sets {
-				tx.Add(s)
-			}
-			for _, r := range ss.Rules {
-				tx.Add(r)
-			}
-		}
-		plan.services[fs.Family] = hashes
-		// A removed Service changes too: its chains go stale and its
-		// elements are deleted below.
-		for name := range fa.services {
-			if _, ok := hashes[name]; !ok {
-				plan.changed[name] = true
-			}
-		}
-
-		// Chains no Service uses any more: flush now, delete later. The
-		// kernel's own list is the truth here, so leftovers of an earlier
-		// proxier (or of a failed sync) are found too.
-		t := time.Now()
-		chains, err := list(ctx, fs.Family, "chains")
-		plan.listTime += time.Since(t)
-		switch {
-		case err == nil:
-			slices.Sort(chains)
-			for _, c := range chains {
-				if !isServiceChainName(c) {
-					continue
-				}
-				if activeChains[c] {
-					delete(fa.staleChains, c)
-					continue
-				}
-				tx.Flush(&knftables.Chain{Family: fs.Family, Table: kubeProxyTable, Name: c})
-				if _, ok := fa.staleChains[c]; !ok {
-					fa.staleChains[c] = now
-				}
-			}
-		case !isNotFound(err):
-			plan.warnings = append(plan.warnings, fmt.Errorf("list %s chains (stale chains stay until a later sync): %w", fs.Family, err))
-		}
-
-		// Stale affinity sets can go at once: nothing refers to them after
-		// this transaction rewrites or flushes the chains that did.
-		t = time.Now()
-		sets, err := list(ctx, fs.Family, "sets")
-		plan.listTime += time.Since(t)
-		switch {
-		case err == nil:
-			slices.Sort(sets)
-			for _, s := range sets {
-				if isAffinitySetName(s) && !activeSets[s] {
-					tx.Delete(&knftables.Set{Family: fs.Family, Table: kubeProxyTable, Name: s})
-				}
-			}
-		case !isNotFound(err):
-			plan.warnings = append(plan.warnings, fmt.Errorf("list %s sets (stale affinity sets stay until a later sync): %w", fs.Family, err))
-		}
-
-		for _, c := range containerNames {
-			fa.storages[c.name].cleanup(tx)
+			planFullFamily(ctx, plan, fs, fa, recreateBaseChains, list, now)
+		} else {
+			planPartialFamily(plan, fs, fa, now)
 		}
 	}
 	return plan
 }
 
+// writeService adds a Service's chains (created and emptied), affinity
+// sets and rules. Chains come first: map elements and rules refer to them.
+func writeService(tx *knftables.Transaction, f knftables.Family, ss *ServiceState) {
+	for _, c := range ss.Chains {
+		ch := &knftables.Chain{Family: f, Table: kubeProxyTable, Name: c}
+		tx.Add(ch)
+		tx.Flush(ch)
+	}
+	for _, s := range ss.Sets {
+		tx.Add(s)
+	}
+	for _, r := range ss.Rules {
+		tx.Add(r)
+	}
+}
+
+func planFullFamily(ctx context.Context, plan *syncPlan, fs *FamilyState, fa *familyApplied, recreateBaseChains bool, list lister, now time.Time) {
+	tx := plan.tx
+	writeBase(tx, fs, recreateBaseChains)
+	for _, c := range containerNames {
+		fa.storages[c.name].reset(tx)
+	}
+	for _, st := range fa.storages {
+		st.begin()
+	}
+
+	states := make(map[model.ServiceName]*ServiceState, len(fs.Services))
+	activeChains := map[string]bool{}
+	activeSets := map[string]bool{}
+	for _, ss := range fs.Services {
+		states[ss.Name] = ss
+		plan.changed[ss.Name] = true
+		writeService(tx, fs.Family, ss)
+		for _, c := range ss.Chains {
+			activeChains[c] = true
+		}
+		for _, s := range ss.Sets {
+			activeSets[s.Name] = true
+		}
+		for _, e := range ss.Elements {
+			fa.storages[e.Set+e.Map].ensureFor(tx, e, ss.Name)
+		}
+	}
+	plan.services[fs.Family] = states
+	// A removed Service changes too: its chains go stale and its
+	// elements are gone with the flush.
+	for name := range fa.services {
+		if _, ok := states[name]; !ok {
+			plan.changed[name] = true
+		}
+	}
+
+	// Chains no Service uses any more: flush now, delete later. The
+	// kernel's own list is the truth here, so leftovers of an earlier
+	// proxier (or of a failed sync) are found too.
+	t := time.Now()
+	chains, err := list(ctx, fs.Family, "chains")
+	plan.listTime += time.Since(t)
+	switch {
+	case err == nil:
+		slices.Sort(chains)
+		for _, c := range chains {
+			if !isServiceChainName(c) {
+				continue
+			}
+			if activeChains[c] {
+				delete(fa.staleChains, c)
+				continue
+			}
+			tx.Flush(&knftables.Chain{Family: fs.Family, Table: kubeProxyTable, Name: c})
+			if _, ok := fa.staleChains[c]; !ok {
+				fa.staleChains[c] = now
+			}
+		}
+	case !isNotFound(err):
+		plan.warnings = append(plan.warnings, fmt.Errorf("list %s chains (stale chains stay until a later sync): %w", fs.Family, err))
+	}
+
+	// Stale affinity sets can go at once: nothing refers to them after
+	// this transaction rewrites or flushes the chains that did.
+	t = time.Now()
+	sets, err := list(ctx, fs.Family, "sets")
+	plan.listTime += time.Since(t)
+	switch {
+	case err == nil:
+		slices.Sort(sets)
+		for _, s := range sets {
+			if isAffinitySetName(s) && !activeSets[s] {
+				tx.Delete(&knftables.Set{Family: fs.Family, Table: kubeProxyTable, Name: s})
+			}
+		}
+	case !isNotFound(err):
+		plan.warnings = append(plan.warnings, fmt.Errorf("list %s sets (stale affinity sets stay until a later sync): %w", fs.Family, err))
+	}
+
+	for _, c := range containerNames {
+		fa.storages[c.name].cleanup(tx)
+	}
+}
+
+func planPartialFamily(plan *syncPlan, fs *FamilyState, fa *familyApplied, now time.Time) {
+	tx := plan.tx
+	states := make(map[model.ServiceName]*ServiceState, len(fs.Services))
+	// What changed Services had and no longer have.
+	var goneChains, goneSets []string
+	var goneElements []goneElement
+	// Chains that changed Services (re)write in this transaction.
+	rewritten := map[string]bool{}
+	for _, ss := range fs.Services {
+		states[ss.Name] = ss
+		old := fa.services[ss.Name]
+		if old != nil && (old == ss || old.Hash == ss.Hash) {
+			continue
+		}
+		plan.changed[ss.Name] = true
+		writeService(tx, fs.Family, ss)
+		for _, c := range ss.Chains {
+			rewritten[c] = true
+		}
+		for _, e := range ss.Elements {
+			fa.storages[e.Set+e.Map].ensureFor(tx, e, ss.Name)
+		}
+		if old != nil {
+			goneChains, goneSets, goneElements = diffService(old, ss, goneChains, goneSets, goneElements)
+		}
+	}
+	plan.services[fs.Family] = states
+	var removed []model.ServiceName
+	for name := range fa.services {
+		if _, ok := states[name]; !ok {
+			removed = append(removed, name)
+		}
+	}
+	slices.SortFunc(removed, func(a, b model.ServiceName) int { return strings.Compare(a.String(), b.String()) })
+	for _, name := range removed {
+		plan.changed[name] = true
+		goneChains, goneSets, goneElements = diffService(fa.services[name], nil, goneChains, goneSets, goneElements)
+	}
+
+	// Chains no Service uses any more are flushed now and deleted by a
+	// later sync; so are chains flushed by an earlier sync and not yet
+	// deleted, as kube-proxy flushes them on every sync until then.
+	for _, c := range goneChains {
+		if !rewritten[c] {
+			if _, ok := fa.staleChains[c]; !ok {
+				fa.staleChains[c] = now
+			}
+		}
+	}
+	for _, c := range slices.Sorted(maps.Keys(fa.staleChains)) {
+		if rewritten[c] {
+			delete(fa.staleChains, c)
+			continue
+		}
+		tx.Flush(&knftables.Chain{Family: fs.Family, Table: kubeProxyTable, Name: c})
+	}
+	// Affinity sets can go at once: the chains that referred to them are
+	// rewritten or flushed above.
+	slices.Sort(goneSets)
+	for _, s := range slices.Compact(goneSets) {
+		tx.Delete(&knftables.Set{Family: fs.Family, Table: kubeProxyTable, Name: s})
+	}
+	for _, e := range goneElements {
+		fa.storages[e.Set+e.Map].removeFor(tx, e.Element, e.owner)
+	}
+}
+
+// goneElement is an element a Service no longer has.
+type goneElement struct {
+	*knftables.Element
+	owner model.ServiceName
+}
+
+// diffService appends what old has and next (nil for a removed Service)
+// does not: chains, affinity sets, and elements by container and key.
+func diffService(old, next *ServiceState, chains, sets []string, elements []goneElement) ([]string, []string, []goneElement) {
+	keep := map[string]bool{}
+	if next != nil {
+		for _, c := range next.Chains {
+			keep["c|"+c] = true
+		}
+		for _, s := range next.Sets {
+			keep["s|"+s.Name] = true
+		}
+		for _, e := range next.Elements {
+			keep["e|"+e.Set+e.Map+"|"+strings.Join(e.Key, " . ")] = true
+		}
+	}
+	for _, c := range old.Chains {
+		if !keep["c|"+c] {
+			chains = append(chains, c)
+		}
+	}
+	for _, s := range old.Sets {
+		if !keep["s|"+s.Name] {
+			sets = append(sets, s.Name)
+		}
+	}
+	for _, e := range old.Elements {
+		if !keep["e|"+e.Set+e.Map+"|"+strings.Join(e.Key, " . ")] {
+			elements = append(elements, goneElement{e, old.Name})
+		}
+	}
+	return chains, sets, elements
+}
+
 // isNotFound is true for a missing table, whether nft said so (knftables'
 // error) or netlink did (ENOENT).
 func isNotFound(err error) bool {
-	return knftables.IsNotFound(err) || errors.Is(err, syscall.ENOENT)
+	// knftables' netlink lister does not always wrap the errno
+	// ("receiveAckAware: netlink receive: no such file or directory").
+	return knftables.IsNotFound(err) || errors.Is(err, syscall.ENOENT) ||
+		strings.HasSuffix(err.Error(), syscall.ENOENT.Error())
 }
 
 // planStaleChainDeletion returns a transaction deleting the stale chains

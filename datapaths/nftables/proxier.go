@@ -65,6 +65,8 @@ type Proxier struct {
 	sysctlOrig map[string]string
 	// names keeps hashed chain names from one sync to the next.
 	names *nameCache
+	// layout is kube-proxy's, or nftables-flat's (flat.go).
+	layout layout
 
 	// now is the clock for stale-chain deletion (tests move it).
 	now func() time.Time
@@ -116,7 +118,12 @@ func (p *Proxier) resetApplied() {
 }
 
 // Name implements datapaths.Datapath.
-func (p *Proxier) Name() string { return Name }
+func (p *Proxier) Name() string {
+	if p.layout == layoutFlat {
+		return FlatName
+	}
+	return Name
+}
 
 func (p *Proxier) client() (nftClient, error) {
 	if p.nft != nil {
@@ -230,7 +237,12 @@ func checkIn(ctx context.Context, ns netnsutil.NS) error {
 // fullTransactionFor is the transaction a first full sync of view writes
 // through c, planned against whatever c lists.
 func fullTransactionFor(ctx context.Context, c nftClient, view *datapaths.NodeView) (*knftables.Transaction, error) {
-	rs, err := Render(view)
+	return fullTransactionLayout(ctx, c, view, layoutKubeProxy)
+}
+
+// fullTransactionLayout is fullTransactionFor in either layout.
+func fullTransactionLayout(ctx context.Context, c nftClient, view *datapaths.NodeView, lay layout) (*knftables.Transaction, error) {
+	rs, err := renderLayout(view, nil, lay)
 	if err != nil {
 		return nil, err
 	}
@@ -248,10 +260,10 @@ func fullTransactionFor(ctx context.Context, c nftClient, view *datapaths.NodeVi
 func (p *Proxier) Sync(ctx context.Context, view *datapaths.NodeView, opts datapaths.SyncOptions) (datapaths.SyncStats, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	stats := datapaths.SyncStats{Backend: Name}
+	stats := datapaths.SyncStats{Backend: p.Name()}
 
 	t := time.Now()
-	rs, err := render(view, p.names)
+	rs, err := renderLayout(view, p.names, p.layout)
 	if err != nil {
 		return stats, err
 	}
@@ -302,7 +314,11 @@ func (p *Proxier) Sync(ctx context.Context, view *datapaths.NodeView, opts datap
 	}
 
 	t = time.Now()
-	err = nft.Run(ctx, plan.tx)
+	if plan.tx.NumOperations() > 0 {
+		// An empty transaction changes nothing; nft would still read the
+		// whole table into its cache first.
+		err = nft.Run(ctx, plan.tx)
+	}
 	stats.Apply += time.Since(t)
 	if err != nil {
 		// Nothing was applied (a transaction is all or nothing), but the
@@ -457,28 +473,4 @@ func RulesetText(view *datapaths.NodeView) (string, error) {
 		return "", fmt.Errorf("render nftables ruleset: the transaction does not apply: %w", err)
 	}
 	return fake.Dump(), nil
-}
-
-var _ datapaths.FaultInjector = (*Proxier)(nil)
-
-// faultChain is a chain no sync ever creates.
-const faultChain = "proxyrig-fault"
-
-// FailNextSync implements datapaths.FaultInjector: the next Sync's
-// transaction, full or partial, ends with a flush of a chain that does not
-// exist, so nft rejects the whole transaction inside the real apply path
-// and the kernel keeps the previous ruleset. The Sync after it is full.
-func (p *Proxier) FailNextSync() string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	prev := p.hookTransaction
-	p.hookTransaction = func(tx *knftables.Transaction) {
-		// One shot; Sync calls the hook with p.mu held.
-		p.hookTransaction = prev
-		if prev != nil {
-			prev(tx)
-		}
-		tx.Flush(&knftables.Chain{Family: knftables.IPv4Family, Table: kubeProxyTable, Name: faultChain})
-	}
-	return "the transaction flushes the missing chain ip kube-proxy " + faultChain + ", so nft rejects all of it"
 }

@@ -1,6 +1,7 @@
 package nftables
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"hash/fnv"
@@ -109,12 +110,36 @@ type ServiceState struct {
 // the same view always renders the same objects in the same order.
 func Render(view *datapaths.NodeView) (*Ruleset, error) { return render(view, nil) }
 
+// layout says which endpoint dispatch a ruleset uses: kube-proxy's (one
+// anonymous verdict map per policy chain) or nftables-flat's (see flat.go).
+// Everything else is the same in both.
+type layout int
+
+const (
+	layoutKubeProxy layout = iota
+	layoutFlat
+)
+
 // nameCache remembers hashed chain names between renders, as kube-proxy
 // keeps them in its servicePortInfo and endpointInfo, so a sync does not
 // hash every endpoint of every Service again. Names unused by one render
 // are forgotten by the next.
 type nameCache struct {
 	prev, next map[nameKey]string
+	// services are the Services rendered by the last render (prev) and
+	// this one (next), per family. The model is immutable (model.Cluster),
+	// so the same *model.Service in the same context (layout, node, proxy
+	// settings) renders the same ServiceState again, which a partial sync
+	// can then reuse instead of rendering every Service: kube-proxy's
+	// change trackers likewise let it skip unchanged Services. Nothing
+	// downstream modifies a ServiceState.
+	svcKey           map[knftables.Family]string
+	svcPrev, svcNext map[svcCacheKey]*ServiceState
+}
+
+type svcCacheKey struct {
+	family knftables.Family
+	svc    *model.Service
 }
 
 type nameKey struct {
@@ -124,7 +149,42 @@ type nameKey struct {
 }
 
 func newNameCache() *nameCache {
-	return &nameCache{prev: map[nameKey]string{}, next: map[nameKey]string{}}
+	return &nameCache{prev: map[nameKey]string{}, next: map[nameKey]string{},
+		svcKey: map[knftables.Family]string{}, svcNext: map[svcCacheKey]*ServiceState{}}
+}
+
+// beginFamily starts rendering a family in context key; a new context
+// forgets that family's Services.
+func (c *nameCache) beginFamily(f knftables.Family, key string) {
+	if c == nil || c.svcKey[f] == key {
+		return
+	}
+	c.svcKey[f] = key
+	for k := range c.svcPrev {
+		if k.family == f {
+			delete(c.svcPrev, k)
+		}
+	}
+}
+
+// service returns what svc rendered last time in family f (nil for a
+// Service not proxied in f), and whether it is known.
+func (c *nameCache) service(f knftables.Family, svc *model.Service) (*ServiceState, bool) {
+	if c == nil {
+		return nil, false
+	}
+	k := svcCacheKey{f, svc}
+	ss, ok := c.svcPrev[k]
+	if ok {
+		c.svcNext[k] = ss
+	}
+	return ss, ok
+}
+
+func (c *nameCache) keepService(f knftables.Family, svc *model.Service, ss *ServiceState) {
+	if c != nil {
+		c.svcNext[svcCacheKey{f, svc}] = ss
+	}
 }
 
 // base returns servicePortChainNameBase or, with a valid ep,
@@ -155,25 +215,44 @@ func computeBase(k nameKey) string {
 func (c *nameCache) rotate() {
 	if c != nil {
 		c.prev, c.next = c.next, make(map[nameKey]string, len(c.next))
+		c.svcPrev, c.svcNext = c.svcNext, make(map[svcCacheKey]*ServiceState, len(c.svcNext))
 	}
 }
 
 func render(view *datapaths.NodeView, names *nameCache) (*Ruleset, error) {
+	return renderLayout(view, names, layoutKubeProxy)
+}
+
+func renderLayout(view *datapaths.NodeView, names *nameCache, lay layout) (*Ruleset, error) {
 	if view == nil || view.Cluster == nil {
 		return nil, errors.New("render nftables ruleset: the view has no cluster")
 	}
 	rs := &Ruleset{}
 	services := slices.Clone(view.Cluster.Services)
 	slices.SortFunc(services, func(a, b *model.Service) int {
-		return strings.Compare(a.Name.String(), b.Name.String())
+		return compareServiceNames(a.Name, b.Name)
 	})
 	defer names.rotate()
 	for _, f := range families {
 		fc := newFamilyCtx(view, f)
 		fc.names = names
+		fc.layout = lay
 		fs := &FamilyState{Family: f, Base: fc.base}
+		if names != nil {
+			node := ""
+			if view.Node != nil {
+				node = fmt.Sprintf("%+v", *view.Node)
+			}
+			names.beginFamily(f, fmt.Sprintf("%d|%+v|%s", lay, view.Proxy, node))
+		}
+		fs.Services = make([]*ServiceState, 0, len(services))
 		for _, svc := range services {
-			if ss := fc.renderService(svc); ss != nil {
+			ss, ok := names.service(f, svc)
+			if !ok {
+				ss = fc.renderService(svc)
+				names.keepService(f, svc, ss)
+			}
+			if ss != nil {
 				fs.Services = append(fs.Services, ss)
 			}
 		}
@@ -198,6 +277,7 @@ type familyCtx struct {
 	masqueradeAll bool
 	base          BaseState
 	names         *nameCache
+	layout        layout
 }
 
 func familyHas(f knftables.Family, a netip.Addr) bool {
@@ -288,48 +368,72 @@ func (fc *familyCtx) resolveNodePortAddresses(configured []netip.Prefix) {
 
 // serviceRender accumulates one Service's objects in one family.
 type serviceRender struct {
-	fc       *familyCtx
-	ss       *ServiceState
-	chains   map[string]bool
-	elements map[string]bool // container + key, for dedup as nftElementStorage does
+	fc *familyCtx
+	ss *ServiceState
+	// chains is the set of sr.ss.Chains: a Service has one chain per
+	// endpoint, and a scan per chain made a 100k-endpoint Service render
+	// in minutes (quadratic).
+	chains map[string]bool
 }
 
+// chain adds a chain once.
 func (sr *serviceRender) chain(name string) {
+	if sr.chains == nil {
+		sr.chains = map[string]bool{}
+	}
 	if !sr.chains[name] {
 		sr.chains[name] = true
 		sr.ss.Chains = append(sr.ss.Chains, name)
 	}
 }
 
+// hasElement reports whether an earlier port of the Service already added
+// key to container, which is then not repeated, as nftElementStorage
+// keeps one element per key.
+func (sr *serviceRender) hasElement(container string, key []string) bool {
+	for _, e := range sr.ss.Elements {
+		if e.Set+e.Map == container && slices.Equal(e.Key, key) {
+			return true
+		}
+	}
+	return false
+}
+
 func (sr *serviceRender) rule(chain string, comment string, words ...any) {
 	r := &knftables.Rule{Family: sr.fc.family, Table: kubeProxyTable, Chain: chain, Rule: knftables.Concat(words...)}
 	if comment != "" {
-		r.Comment = knftables.PtrTo(comment)
+		r.Comment = knftables.PtrTo(fitComment(comment))
 	}
 	sr.ss.Rules = append(sr.ss.Rules, r)
+}
+
+// fitComment cuts a comment to nft's limit (128 characters): a Service
+// port name at the API's limits ("ns/name:port", 63 characters each) is
+// longer, and nft refuses a whole transaction over one long comment.
+func fitComment(c string) string {
+	if len(c) > knftables.CommentLengthMax {
+		c = c[:knftables.CommentLengthMax-3] + "..."
+	}
+	return c
 }
 
 // setElement adds a key to a set (cluster-ips). A key already added by an
 // earlier port of the same Service is not repeated.
 func (sr *serviceRender) setElement(set string, key ...string) {
-	id := set + "|" + strings.Join(key, " . ")
-	if sr.elements[id] {
+	if sr.hasElement(set, key) {
 		return
 	}
-	sr.elements[id] = true
 	sr.ss.Elements = append(sr.ss.Elements, &knftables.Element{Family: sr.fc.family, Table: kubeProxyTable, Set: set, Key: key})
 }
 
 // mapElement adds a key and verdict to a map, with an optional comment.
 func (sr *serviceRender) mapElement(m string, key []string, verdict string, comment string) {
-	id := m + "|" + strings.Join(key, " . ")
-	if sr.elements[id] {
+	if sr.hasElement(m, key) {
 		return
 	}
-	sr.elements[id] = true
 	e := &knftables.Element{Family: sr.fc.family, Table: kubeProxyTable, Map: m, Key: key, Value: []string{verdict}}
 	if comment != "" {
-		e.Comment = knftables.PtrTo(comment)
+		e.Comment = knftables.PtrTo(fitComment(comment))
 	}
 	sr.ss.Elements = append(sr.ss.Elements, e)
 }
@@ -402,7 +506,7 @@ func (fc *familyCtx) renderService(svc *model.Service) *ServiceState {
 	if !ok {
 		return nil
 	}
-	sr := &serviceRender{fc: fc, ss: &ServiceState{Name: svc.Name}, chains: map[string]bool{}, elements: map[string]bool{}}
+	sr := &serviceRender{fc: fc, ss: &ServiceState{Name: svc.Name}}
 	for _, p := range svc.Ports {
 		fc.renderPort(sr, svc, p, clusterIP)
 	}
@@ -662,12 +766,14 @@ func (fc *familyCtx) writeServiceToEndpointRules(sr *serviceRender, affinity boo
 // endpoint chains: kube-proxy's single numgen lookup in an anonymous
 // verdict map, O(1) per packet.
 //
-// This is the one place a "nftables-flat" variant would change: creating
-// thousands of rules that each carry an anonymous map is super-linear on
-// some kernels (see the load generator's notes), and a variant could
-// instead use one named map keyed by Service and numgen value, or plain
-// "numgen random mod N == i goto ..." rules. Everything else stays as is.
+// This is the one place the "nftables-flat" variant changes (flat.go):
+// creating thousands of rules that each carry an anonymous map is
+// super-linear on this kernel. Everything else stays as is.
 func (fc *familyCtx) loadBalance(sr *serviceRender, chain string, targets []string) {
+	if fc.layout == layoutFlat {
+		fc.loadBalanceFlat(sr, chain, targets)
+		return
+	}
 	var elements []string
 	for i, t := range targets {
 		elements = append(elements, strconv.Itoa(i), ":", "goto", t)
@@ -710,4 +816,21 @@ func hashService(ss *ServiceState) uint64 {
 		w("element", e.Set, e.Map, strings.Join(e.Key, " . "), strings.Join(e.Value, " . "), c)
 	}
 	return h.Sum64()
+}
+
+// compareServiceNames orders Services as comparing their "namespace/name"
+// strings does, without building those strings: sorting 10,000 Services
+// would otherwise build them some 300,000 times.
+func compareServiceNames(a, b model.ServiceName) int {
+	if a.Namespace == b.Namespace {
+		return strings.Compare(a.Name, b.Name)
+	}
+	x, y := a.Namespace, b.Namespace
+	switch {
+	case strings.HasPrefix(y, x): // x + "/" against y: '/' meets y[len(x)]
+		return cmp.Compare('/', y[len(x)])
+	case strings.HasPrefix(x, y):
+		return cmp.Compare(x[len(y)], '/')
+	}
+	return strings.Compare(x, y)
 }

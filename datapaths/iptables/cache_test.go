@@ -1,0 +1,59 @@
+package iptables
+
+import (
+	"reflect"
+	"testing"
+
+	"proxyrig/datapaths"
+	"proxyrig/model"
+)
+
+// withService returns a copy of v whose Service i is svc; the other
+// Services stay the same pointers, as in a model.Cluster built from the
+// previous one.
+func withService(v *datapaths.NodeView, i int, svc *model.Service) *datapaths.NodeView {
+	svcs := append([]*model.Service(nil), v.Cluster.Services...)
+	svcs[i] = svc
+	c := *v.Cluster
+	c.Services = svcs
+	nv := *v
+	nv.Cluster = &c
+	return &nv
+}
+
+// The render cache is invisible: a proxier's render, reusing what the last
+// one produced for unchanged Services, equals a fresh Render every time,
+// through every fixture and through changes of one Service.
+func TestRenderCacheMatchesFreshRender(t *testing.T) {
+	cache := newRenderCache()
+	check := func(name string, v *datapaths.NodeView, env Env) {
+		t.Helper()
+		want, err := Render(v, env)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := render(v, env, cache)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(want, got) {
+			t.Errorf("%s: the cached render differs from a fresh one", name)
+		}
+	}
+	for _, c := range goldenCases() {
+		check(c.name, c.view, c.env)
+		check(c.name+" again", c.view, c.env)
+		check(c.name+" other env", c.view, Env{})
+	}
+	v := scaleView(50)
+	check("scale", v, goldenEnv)
+	for i := range 5 {
+		s := v.Cluster.Services[i].Clone()
+		s.Ports[0].Endpoints = s.Ports[0].Endpoints[1:]
+		v = withService(v, i, s)
+		check("scale, one endpoint fewer", v, goldenEnv)
+	}
+	// Above 1000 endpoints, large cluster mode changes every Service.
+	check("large", scaleView(250), goldenEnv)
+	check("small again", v, goldenEnv)
+}

@@ -1,0 +1,26 @@
+package iptables
+
+import (
+	"strings"
+	"testing"
+
+	"proxyrig/model"
+)
+
+// compareServiceNames sorts as comparing "namespace/name" strings does.
+func TestCompareServiceNames(t *testing.T) {
+	names := []string{"a", "a-b", "ab", "a0", "b", "kube-system", "kube", "kube-a", "z"}
+	sign := func(n int) int { return min(max(n, -1), 1) }
+	for _, ns1 := range names {
+		for _, n1 := range names {
+			for _, ns2 := range names {
+				for _, n2 := range names {
+					a, b := model.ServiceName{Namespace: ns1, Name: n1}, model.ServiceName{Namespace: ns2, Name: n2}
+					if got, want := sign(compareServiceNames(a, b)), strings.Compare(a.String(), b.String()); got != want {
+						t.Fatalf("compare(%s, %s) = %d, want %d", a, b, got, want)
+					}
+				}
+			}
+		}
+	}
+}
