@@ -31,7 +31,9 @@ import (
 	"proxyrig/datapaths/flowtest"
 
 	// Datapaths under test register themselves in init. Add new ones here.
+	_ "proxyrig/datapaths/ebpf"
 	_ "proxyrig/datapaths/iptables"
+	_ "proxyrig/datapaths/ipvs"
 	_ "proxyrig/datapaths/nftables"
 )
 

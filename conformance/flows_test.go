@@ -14,6 +14,7 @@ import (
 	"proxyrig/datapaths/fake"
 	"proxyrig/datapaths/flowtest"
 	"proxyrig/model"
+	"proxyrig/topologies/vm"
 )
 
 // The spec tree is built once per registered datapath, from the same
@@ -50,11 +51,20 @@ func describeDatapaths() bool {
 }
 
 // Time limits. They bound a hung spec; no assertion depends on how fast
-// anything is.
-const (
-	buildTimeout = 3 * time.Minute
-	specTimeout  = 3 * time.Minute
+// anything is. Inside the VM runner (emulated CPU, several times slower,
+// and a busy host makes it slower still) the bound is five times longer:
+// a limit is there to catch a hang, never a slow machine.
+var (
+	buildTimeout = emulatedScale(3 * time.Minute)
+	specTimeout  = emulatedScale(3 * time.Minute)
 )
+
+func emulatedScale(d time.Duration) time.Duration {
+	if vm.Emulated() {
+		return 5 * d
+	}
+	return d
+}
 
 // describeCase is one case: a lab shared read-only by the case's flows
 // (Ordered + BeforeAll), and its steps applied in order. Every spec applies

@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"proxyrig/datapaths"
+	"proxyrig/datapaths/ebpf"
 	"proxyrig/internal/netnsutil"
 	"proxyrig/topologies/vm"
 )
@@ -135,6 +136,19 @@ func diagnose(ctx context.Context) ([]check, []datapathVerdict) {
 		}
 		return nil
 	}), "kernel has dummy interfaces", "IPVS' kube-ipvs0 layout needs the VM")
+	// eBPF: the datapaths' own Check (below) loads their programs; these
+	// say how they would attach here, and whether bpftool can show them.
+	if hooks, err := ebpf.ProbeHooks(ns); err == nil {
+		how := "tcx links (Linux 6.6+)"
+		if hooks.TC != "tcx" {
+			how = "clsact qdisc + bpf filters (kernel lacks tcx: the fallback)"
+		}
+		add("eBPF hooks", nil, fmt.Sprintf("tc programs attach as %s; socket hooks on cgroup v2 %s", how, hooks.Cgroup), "")
+	} else {
+		add("eBPF hooks", err, "", "the ebpf and ebpf-socket datapaths cannot attach their programs")
+	}
+	_, err = exec.LookPath("bpftool")
+	add("bpftool", err, "installed", "BPF maps of the ebpf datapaths cannot be inspected (bpftool map dump); run ci/install-deps.sh")
 	if kernels, err := vm.Kernels(); err == nil && vm.Check() == nil {
 		add("VM runner", nil, fmt.Sprintf("qemu (TCG) with kernels %v: IPVS, SCTP, dummy and netem run there, emulated", kernels), "")
 	} else {
@@ -154,14 +168,11 @@ func diagnose(ctx context.Context) ([]check, []datapathVerdict) {
 				v.Detail = err.Error()
 			}
 		}
-		dps = append(dps, v)
-	}
-	// Datapaths whose packages exist but that the CLI does not register yet
-	// (they join once they pass the conformance tree; see README "Status").
-	for _, pending := range []string{"ipvs", "ebpf", "ebpf-socket"} {
-		if _, err := datapaths.Lookup(pending); err != nil {
-			dps = append(dps, datapathVerdict{Name: pending, Where: "not in the CLI yet", Detail: "its package has landed; it joins once it passes the conformance tree (README: Status)"})
+		if why := needsVM(ctx, name, ""); name == "ipvs" && v.Where == "unsupported" && why != "" {
+			v.Where = "in the VM"
+			v.Detail = why + ": proxyrig conformance --datapath ipvs runs it in the VM runner by itself; 'proxyrig lab up --datapath ipvs' explains how to run a lab there"
 		}
+		dps = append(dps, v)
 	}
 	return out, dps
 }

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"proxyrig/datapaths"
+	"proxyrig/datapaths/ebpf"
 	"proxyrig/model"
 	"proxyrig/topologies"
 	"proxyrig/topologies/vm"
@@ -225,7 +226,7 @@ func labUp(ctx context.Context, args []string) error {
 		}
 		if reg.Check != nil {
 			if err := reg.Check(ctx, datapaths.Config{IPTablesBackend: opts.IPTablesBackend, Options: opts.DatapathOptions}); err != nil {
-				return err
+				return labVMHint(ctx, opts.Datapath, opts.IPTablesBackend, err)
 			}
 		}
 	}
@@ -234,7 +235,7 @@ func labUp(ctx context.Context, args []string) error {
 		return fmt.Errorf("lab %q is already up (supervisor pid %d); use 'proxyrig lab apply --name %s' or 'proxyrig lab down --name %s'", f.name, pid, f.name, f.name)
 	}
 	// Leftovers of a crashed lab with the same name would collide.
-	if _, err := topologies.Cleanup(ctx, f.name); err != nil {
+	if _, err := cleanupLab(ctx, f.name); err != nil {
 		return fmt.Errorf("clear leftovers of lab %s: %w", f.name, err)
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -298,7 +299,7 @@ func labUp(ctx context.Context, args []string) error {
 		}
 		cctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
-		if _, err := topologies.Cleanup(cctx, f.name); err != nil {
+		if _, err := cleanupLab(cctx, f.name); err != nil {
 			return fmt.Errorf("%v; cleanup after it also failed: %w", reason, err)
 		}
 		return reason
@@ -413,7 +414,7 @@ func labDown(ctx context.Context, args []string) error {
 			time.Sleep(50 * time.Millisecond)
 		}
 	}
-	removed, err := topologies.Cleanup(ctx, *name)
+	removed, err := cleanupLab(ctx, *name)
 	if err != nil {
 		return err
 	}
@@ -431,6 +432,7 @@ func labDown(ctx context.Context, args []string) error {
 func runCleanup(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("cleanup", flag.ContinueOnError)
 	name := fs.String("name", "", "only this lab (default: every prx- leftover)")
+	vmName := fs.String("vm", "", "only this VM: its name, "+vm.NamePrefix+"<id>, as qemu's -name and its results directory carry it (with --name: that lab too)")
 	if err := fs.Parse(args); err != nil {
 		return &exitError{code: 2}
 	}
@@ -439,8 +441,18 @@ func runCleanup(ctx context.Context, args []string) error {
 			return err
 		}
 	}
-	removed, err := topologies.Cleanup(ctx, *name)
-	if *name == "" {
+	var removed []string
+	var err error
+	if *vmName != "" {
+		// One VM, so the VMs of other runs on the machine live on.
+		removed, err = vm.CleanupVM(*vmName)
+	}
+	if *name != "" || *vmName == "" {
+		labRemoved, labErr := cleanupLab(ctx, *name)
+		removed = append(removed, labRemoved...)
+		err = errors.Join(err, labErr)
+	}
+	if *name == "" && *vmName == "" {
 		// Leftover VMs and their result directories belong to no lab; a
 		// cleanup of everything removes them too.
 		vmRemoved, vmErr := vm.Cleanup()
@@ -457,6 +469,28 @@ func runCleanup(ctx context.Context, args []string) error {
 		fmt.Println("nothing to clean up")
 	}
 	return nil
+}
+
+// cleanupLab removes what a lab (every lab when lab is "") left behind:
+// its processes, namespaces and state directory (topologies.Cleanup), then
+// the BPF objects the eBPF datapath pinned under /sys/fs/bpf/prx-<lab>-*.
+// Deleting the namespaces detaches the tc programs with their devices, but
+// the cgroup socket hooks hang off the host's cgroup and live as long as
+// their pinned links, and pinned maps outlive every process: without the
+// second step a crashed or killed lab would leave both behind.
+func cleanupLab(ctx context.Context, lab string) ([]string, error) {
+	removed, err := topologies.Cleanup(ctx, lab)
+	prefix := topologies.Prefix
+	if lab != "" {
+		// Lab names are [a-z0-9] only, so prx-<lab>- never matches another
+		// lab's namespaces.
+		prefix += lab + "-"
+	}
+	pins, perr := ebpf.CleanupPins(prefix)
+	for _, p := range pins {
+		removed = append(removed, "BPF pins "+p)
+	}
+	return removed, errors.Join(err, perr)
 }
 
 func listLabs() ([]string, error) {

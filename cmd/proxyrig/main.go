@@ -15,8 +15,10 @@ import (
 	"strings"
 	"syscall"
 
+	_ "proxyrig/datapaths/ebpf"     // registers "ebpf" and "ebpf-socket"
 	_ "proxyrig/datapaths/iptables" // registers "iptables"
-	_ "proxyrig/datapaths/nftables" // registers "nftables"
+	_ "proxyrig/datapaths/ipvs"     // registers "ipvs"
+	_ "proxyrig/datapaths/nftables" // registers "nftables" and "nftables-flat"
 )
 
 // exitError carries an exit status up to main without printing twice.

@@ -473,7 +473,7 @@ func clusterIPCases() []Case {
 			ID: "CIP-11", Name: "SCTP Services",
 			Fixture: docs(nodeA, nodeB, svcSCTP),
 			Flows: []Flow{
-				{Name: "pod to SCTP ClusterIP", From: PodOn("node-a"), To: ClusterIPOf("sctp"), Port: 5060, Proto: model.SCTP, Expect: FWD("pod-a1"), Line: getLine()},
+				{Name: "pod to SCTP ClusterIP", From: PodOn("node-a"), To: ClusterIPOf("sctp"), Port: 5060, Proto: model.SCTP, Expect: FWD("pod-a1").On("ebpf", Pass(), whyEBPFNoSCTP).On("ebpf-socket", Pass(), whyEBPFNoSCTP), Line: getLine()},
 			},
 			Line: getLine(),
 		},

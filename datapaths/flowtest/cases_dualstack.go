@@ -267,7 +267,7 @@ func dualStackCases() []Case {
 			ID: "DS-03", Name: "SCTP on the secondary family",
 			Fixture: docs(nodeADualStack, nodeBDualStack, svcSecondarySCTP),
 			Flows: []Flow{
-				{Name: "pod to the IPv6 ClusterIP", From: PodOn("node-a"), To: ClusterIPOf("sec-sctp").At(1), Port: 5060, Proto: model.SCTP, Expect: both, Line: getLine()},
+				{Name: "pod to the IPv6 ClusterIP", From: PodOn("node-a"), To: ClusterIPOf("sec-sctp").At(1), Port: 5060, Proto: model.SCTP, Expect: both.On("ebpf", Pass(), whyEBPFNoSCTP).On("ebpf-socket", Pass(), whyEBPFNoSCTP), Line: getLine()},
 			},
 			Line: getLine(),
 		},

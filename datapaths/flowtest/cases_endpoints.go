@@ -256,7 +256,7 @@ func endpointConditionCases() []Case {
 				{Name: "external to node-b NodePort: node-b's ready endpoint", From: External(0), To: NodeIPOf("node-b"), Port: 30001, Expect: FWD("pod-b5"), Line: getLine()},
 				{Name: "pod to ClusterIP: the Cluster set prefers the ready remote endpoint", From: PodOn("node-a"), To: ClusterIPOf("term-local"), Port: 80, Expect: FWD("pod-b5"), Line: getLine()},
 				{Name: "iTP=Local, terminating webserver: pod on its node", From: PodOn("node-a"), To: ClusterIPOf("itp-term"), Port: 80, Expect: FWD("webserver-0"), Line: getLine()},
-				{Name: "iTP=Local, terminating webserver: pod on node-b fails", From: PodOn("node-b"), To: ClusterIPOf("itp-term"), Port: 80, Expect: Drop(), Line: getLine()},
+				{Name: "iTP=Local, terminating webserver: pod on node-b fails", From: PodOn("node-b"), To: ClusterIPOf("itp-term"), Port: 80, Expect: Drop().On("ipvs", Reject(), WhyIPVSLocalNoEndpoint), Line: getLine()},
 				{Name: "eTP=Local, terminating webserver: pod to its node's NodePort", From: PodOn("node-a"), To: NodeIPOf("node-a"), Port: 30005, Expect: FWD("webserver-0"), Line: getLine()},
 				{Name: "eTP=Local, terminating webserver: pod on node-b to node-a's NodePort", From: PodOn("node-b"), To: NodeIPOf("node-a"), Port: 30005, Expect: FWD("webserver-0"), Line: getLine()},
 				{Name: "eTP=Local, terminating webserver: external to node-a's NodePort", From: External(0), To: NodeIPOf("node-a"), Port: 30005, Expect: FWD("webserver-0"), Line: getLine()},

@@ -155,8 +155,8 @@ func internalTrafficPolicyCases() []Case {
 				// e2e "…Pod and Node, to Pod (hostNetwork: true)".
 				{Name: "hostNetwork endpoint: pod on its node", From: PodOn("node-a"), To: ClusterIPOf("itp-host"), Port: 80, Expect: FWD("node-a"), Line: getLine()},
 				{Name: "hostNetwork endpoint: hostNetwork client on its node", From: NodeItself("node-a"), To: ClusterIPOf("itp-host"), Port: 80, Expect: FWD("node-a").Masq(), Line: getLine()},
-				{Name: "hostNetwork endpoint: pod on node-b fails", From: PodOn("node-b"), To: ClusterIPOf("itp-host"), Port: 80, Expect: Drop(), Line: getLine()},
-				{Name: "hostNetwork endpoint: hostNetwork client on node-b fails", From: NodeItself("node-b"), To: ClusterIPOf("itp-host"), Port: 80, Expect: Drop(), Line: getLine()},
+				{Name: "hostNetwork endpoint: pod on node-b fails", From: PodOn("node-b"), To: ClusterIPOf("itp-host"), Port: 80, Expect: Drop().On("ipvs", Reject(), WhyIPVSLocalNoEndpoint), Line: getLine()},
+				{Name: "hostNetwork endpoint: hostNetwork client on node-b fails", From: NodeItself("node-b"), To: ClusterIPOf("itp-host"), Port: 80, Expect: Drop().On("ipvs", Reject(), WhyIPVSLocalNoEndpoint), Line: getLine()},
 			},
 			Line: getLine(),
 		},
@@ -188,7 +188,7 @@ func internalTrafficPolicyCases() []Case {
 			Flows: []Flow{
 				{Name: "eTP=Local: pod to ClusterIP gets the zone's endpoints", From: PodOn("node-a"), To: ClusterIPOf("conflict"), Port: 80, Expect: FWD("pod-a0", "pod-b2"), Line: getLine()},
 				{Name: "eTP=Local: pod on node-b to ClusterIP", From: PodOn("node-b"), To: ClusterIPOf("conflict"), Port: 80, Expect: FWD("pod-a1", "pod-b3"), Line: getLine()},
-				{Name: "eTP=Local: pod to LB IP is short-circuited to the zone's endpoints", From: PodOn("node-a"), To: LoadBalancerIPOf("conflict"), Port: 80, Expect: FWD("pod-a0", "pod-b2"), Line: getLine()},
+				{Name: "eTP=Local: pod to LB IP is short-circuited to the zone's endpoints", From: PodOn("node-a"), To: LoadBalancerIPOf("conflict"), Port: 80, Expect: FWD("pod-a0", "pod-b2").On("ipvs", FWD("pod-a0", "pod-a1"), whyIPVSNoShortCircuit), Line: getLine()},
 				{Name: "eTP=Local: external to LB IP gets node-a's endpoints, whatever their hints", From: External(0), To: LoadBalancerIPOf("conflict"), Port: 80, Expect: FWD("pod-a0", "pod-a1"), Line: getLine()},
 				{Name: "eTP=Local: external to node-a NodePort", From: External(0), To: NodeIPOf("node-a"), Port: 30001, Expect: FWD("pod-a0", "pod-a1"), Line: getLine()},
 				{Name: "eTP=Local: external to node-b NodePort", From: External(0), To: NodeIPOf("node-b"), Port: 30001, Expect: FWD("pod-b2", "pod-b3"), Line: getLine()},

@@ -374,7 +374,7 @@ func noEndpointsCases() []Case {
 				{Name: "external to NodePort", From: External(0), To: NodeIPOf("node-a"), Port: 30001, Expect: Drop(), Line: getLine()},
 				// Locally originated and pod traffic is short-circuited to
 				// the cluster-wide endpoints.
-				{Name: "node to externalIP is masqueraded to the remote endpoint", From: NodeItself("node-a"), To: ExternalIPOf("svc2"), Port: 80, Expect: FWD("pod-b1").Masq(), Line: getLine()},
+				{Name: "node to externalIP is masqueraded to the remote endpoint", From: NodeItself("node-a"), To: ExternalIPOf("svc2"), Port: 80, Expect: FWD("pod-b1").Masq().On("ipvs", Drop(), whyIPVSOwnExternalIP), Line: getLine()},
 				{Name: "pod to externalIP is short-circuited", From: PodOn("node-a"), To: ExternalIPOf("svc2"), Port: 80, Expect: FWD("pod-b1"), Line: getLine()},
 				{Name: "pod to ClusterIP", From: PodOn("node-a"), To: ClusterIPOf("svc2"), Port: 80, Expect: FWD("pod-b1"), Line: getLine()},
 				// Contrast: the node with the endpoint serves it and keeps
@@ -387,7 +387,7 @@ func noEndpointsCases() []Case {
 			ID: "NOEP-06", Name: "iTP=Local without a local endpoint drops; without any endpoint rejects",
 			Fixture: docs(nodeA, nodeB, svcITPLocal, sliceITPRemoteOnly),
 			Flows: []Flow{
-				{Name: "pod on a node without endpoints", From: PodOn("node-a"), To: ClusterIPOf("itp"), Port: 80, Expect: Drop(), Line: getLine()},
+				{Name: "pod on a node without endpoints", From: PodOn("node-a"), To: ClusterIPOf("itp"), Port: 80, Expect: Drop().On("ipvs", Reject(), WhyIPVSLocalNoEndpoint), Line: getLine()},
 				{Name: "pod on the node with the endpoints", From: PodOn("node-b"), To: ClusterIPOf("itp"), Port: 80, Expect: FWD("pod-b1", "pod-b2", "pod-b3"), Line: getLine()},
 			},
 			Then: []Step{{
