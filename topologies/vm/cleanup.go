@@ -23,8 +23,28 @@ import (
 // Equivalent to: pkill -KILL -f 'qemu-system.*prx-vm-'; rm -rf /tmp/prx-vm-*
 func Cleanup() ([]string, error) { return cleanup(NamePrefix) }
 
+// CleanupVM is Cleanup for one VM, named as qemu's -name and its results
+// directory are ("prx-vm-1234567"): it kills that qemu and removes that
+// directory only, so the VMs of other runs on the machine keep running.
+// Equivalent to: pkill -KILL -f 'qemu-system.*-name <name>,'; rm -rf /tmp/<name>
+func CleanupVM(name string) ([]string, error) {
+	rest, ok := strings.CutPrefix(name, NamePrefix)
+	if !ok || rest == "" || strings.ContainsAny(rest, "/*?[") {
+		return nil, fmt.Errorf("vm cleanup: %q is not a VM name (%s followed by the run's id)", name, NamePrefix)
+	}
+	return cleanupMatching(name, func(argv []string) bool { return isRunnerQemu(argv, name) && vmName(argv, name) == name },
+		func(dir string) bool { return filepath.Base(dir) == name })
+}
+
 // cleanup is Cleanup for one marker, so a test can clean only its own.
 func cleanup(marker string) ([]string, error) {
+	return cleanupMatching(marker, func(argv []string) bool { return isRunnerQemu(argv, marker) }, func(string) bool { return true })
+}
+
+// cleanupMatching kills the qemu processes whose argv isQemu accepts and
+// removes the marker* directories of the temporary directory that isDir
+// accepts.
+func cleanupMatching(marker string, isQemu func(argv []string) bool, isDir func(string) bool) ([]string, error) {
 	var removed []string
 	var errs []error
 	ents, err := os.ReadDir("/proc")
@@ -39,7 +59,7 @@ func cleanup(marker string) ([]string, error) {
 			continue
 		}
 		argv := cmdline(pid)
-		if !isRunnerQemu(argv, marker) {
+		if !isQemu(argv) {
 			continue
 		}
 		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
@@ -68,7 +88,7 @@ func cleanup(marker string) ([]string, error) {
 		errs = append(errs, err)
 	}
 	for _, d := range dirs {
-		if st, err := os.Lstat(d); err != nil || !st.IsDir() {
+		if st, err := os.Lstat(d); err != nil || !st.IsDir() || !isDir(d) {
 			continue
 		}
 		if err := os.RemoveAll(d); err != nil {
