@@ -15,6 +15,13 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 )
 
+// The API server's limits for one EndpointSlice (discovery/v1 validation).
+const (
+	maxSliceEndpoints    = 1000
+	maxSlicePorts        = 100
+	maxEndpointAddresses = 100
+)
+
 // annotationSourceRanges is the older way to say loadBalancerSourceRanges.
 // The API server validates it and the Service helpers
 // (GetLoadBalancerSourceRanges) read it when the field is empty.
@@ -279,6 +286,18 @@ func (p *parser) addSlice(o *parsedObject, services map[ServiceName]*Service, m 
 	}
 	if k.Name == "" {
 		errf("metadata.name", "required")
+	} else if why := badDNSSubdomain(k.Name); why != "" {
+		errf("metadata.name", "%q is not a valid EndpointSlice name: %s", k.Name, why)
+	}
+	// The API server's limits for one slice (discovery validation); the
+	// EndpointSlice controller splits larger sets across slices.
+	if len(k.Endpoints) > maxSliceEndpoints {
+		errf("endpoints", "%d endpoints, at most %d allowed in one EndpointSlice (split them across several slices, as the EndpointSlice controller does)", len(k.Endpoints), maxSliceEndpoints)
+		return
+	}
+	if len(k.Ports) > maxSlicePorts {
+		errf("ports", "%d ports, at most %d allowed in one EndpointSlice", len(k.Ports), maxSlicePorts)
+		return
 	}
 	labelField := "metadata.labels[" + labelServiceName + "]"
 	svcName, hasLabel := k.Labels[labelServiceName]
@@ -348,6 +367,16 @@ func (p *parser) addSlice(o *parsedObject, services map[ServiceName]*Service, m 
 		if len(e.Addresses) == 0 {
 			warnf("%s: no addresses; ignored (kube-proxy ignores it too)", field)
 			continue
+		}
+		if len(e.Addresses) > maxEndpointAddresses {
+			errf(field+".addresses", "%d addresses, at most %d allowed", len(e.Addresses), maxEndpointAddresses)
+			continue
+		}
+		if e.NodeName != nil && *e.NodeName != "" {
+			if why := badDNSSubdomain(*e.NodeName); why != "" {
+				errf(field+".nodeName", "%q is not a valid node name: %s", *e.NodeName, why)
+				continue
+			}
 		}
 		var first netip.Addr
 		ok := true

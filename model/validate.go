@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -55,6 +56,10 @@ func validateCluster(c *Cluster, l *errorList) {
 		at := nodeOrigin(n)
 		if n.Name == "" {
 			l.add(at, "metadata.name", "required")
+		} else if why := badDNSSubdomain(n.Name); why != "" && !n.Implicit {
+			// An implicit node's name is reported where it was written,
+			// at the endpoint's nodeName.
+			l.add(at, "metadata.name", "%q is not a valid node name: %s", n.Name, why)
 		} else if prev, dup := nodes[n.Name]; dup {
 			l.add(at, "metadata.name", "Node %s is defined twice (also %s)", n.Name, whereIs(nodeOrigin(prev), at))
 		} else {
@@ -70,6 +75,7 @@ func validateCluster(c *Cluster, l *errorList) {
 	services := map[ServiceName]*Service{}
 	clusterIPs := map[netip.Addr]*Service{}
 	nodePorts := map[int32]portOwner{}
+	frontends := map[frontend]portOwner{}
 	for _, s := range c.Services {
 		at := serviceOrigin(s)
 		if prev, dup := services[s.Name]; dup {
@@ -109,6 +115,68 @@ func validateCluster(c *Cluster, l *errorList) {
 			claim(port.NodePort, fmt.Sprintf("spec.ports[%d].nodePort", i))
 		}
 		claim(s.HealthCheckNodePort, "spec.healthCheckNodePort")
+		claimFrontends(s, at, frontends, l)
+	}
+}
+
+// frontend is one address, protocol and port a Service captures.
+type frontend struct {
+	ip    netip.Addr
+	proto Protocol
+	port  int32
+}
+
+// claimFrontends refuses a Service address (ClusterIP, external IP or
+// load-balancer IP) that, with one of the Service's ports, is already
+// another Service's or another field's. The API server only keeps
+// ClusterIPs apart; external and load-balancer IPs it takes as written
+// (CVE-2020-8554 is the attack that allows). kube-proxy then has two
+// rules for one destination: iptables mode lets the first in its chain
+// win, nftables mode cannot hold two verdicts for one key of its
+// service-ips map and fails the whole sync. Neither is behaviour a
+// reference datapath can be compared on, so proxyrig refuses the input
+// and names both claimants.
+func claimFrontends(s *Service, at Origin, taken map[frontend]portOwner, l *errorList) {
+	if !s.IsProxied() {
+		return
+	}
+	type vip struct {
+		ip    netip.Addr
+		field string
+	}
+	var vips []vip
+	for i, ip := range s.ClusterIPs {
+		vips = append(vips, vip{ip, fmt.Sprintf("spec.clusterIPs[%d]", i)})
+	}
+	for i, ip := range s.ExternalIPs {
+		vips = append(vips, vip{ip, fmt.Sprintf("spec.externalIPs[%d]", i)})
+	}
+	for i, ip := range s.LoadBalancerIPs {
+		vips = append(vips, vip{ip, fmt.Sprintf("status.loadBalancer.ingress[%d].ip", i)})
+	}
+	for _, v := range vips {
+		if !v.ip.IsValid() {
+			continue
+		}
+		for _, p := range s.Ports {
+			if !validPort(p.Port) {
+				continue
+			}
+			key := frontend{v.ip, p.Protocol, p.Port}
+			prev, dup := taken[key]
+			if !dup {
+				taken[key] = portOwner{svc: s, field: v.field}
+				continue
+			}
+			if prev.svc == s {
+				l.add(at, v.field, "%s is also %s of this Service (port %d/%s): a Service may list an address only once",
+					v.ip, prev.field, p.Port, p.Protocol)
+			} else {
+				l.add(at, v.field, "%s port %d/%s is already served by Service %s (%s in %s): two Services may not capture one address, port and protocol",
+					v.ip, p.Port, p.Protocol, prev.svc.Name, prev.field, whereIs(serviceOrigin(prev.svc), at))
+			}
+			break
+		}
 	}
 }
 
@@ -127,11 +195,17 @@ func whereIs(o, at Origin) string {
 func validateService(s *Service, at Origin, nodes map[string]*Node, l *errorList) {
 	errf := func(field, format string, args ...any) { l.add(at, field, format, args...) }
 
-	if s.Name.Name == "" {
+	switch {
+	case s.Name.Name == "":
 		errf("metadata.name", "required")
+	case !isDNS1035Label(s.Name.Name):
+		errf("metadata.name", "%q is not a valid Service name (at most 63 lowercase letters, digits and '-', starting with a letter and ending with a letter or digit)", s.Name.Name)
 	}
-	if s.Name.Namespace == "" {
+	switch {
+	case s.Name.Namespace == "":
 		errf("metadata.namespace", "required")
+	case !isDNSLabel(s.Name.Namespace):
+		errf("metadata.namespace", "%q is not a valid namespace (at most 63 lowercase letters, digits and '-', starting and ending with a letter or digit)", s.Name.Namespace)
 	}
 	switch s.Type {
 	case ClusterIP, NodePort, LoadBalancer, ExternalName:
@@ -354,6 +428,30 @@ func isIANAServiceName(s string) bool {
 		}
 	}
 	return letter
+}
+
+// isDNS1035Label is the rule for Service names: an RFC 1123 label that
+// starts with a letter, so it can be a DNS name on its own.
+func isDNS1035Label(s string) bool {
+	return isDNSLabel(s) && s[0] >= 'a' && s[0] <= 'z'
+}
+
+// maxDNSSubdomain is the longest RFC 1123 subdomain (a node or
+// EndpointSlice name).
+const maxDNSSubdomain = 253
+
+// badDNSSubdomain says why s is not an RFC 1123 subdomain (dot-separated
+// labels, at most 253 characters), or "".
+func badDNSSubdomain(s string) string {
+	if len(s) > maxDNSSubdomain {
+		return fmt.Sprintf("%d characters, at most %d allowed", len(s), maxDNSSubdomain)
+	}
+	for _, label := range strings.Split(s, ".") {
+		if !isDNSLabel(label) {
+			return "lowercase letters, digits, '-' and '.', each part starting and ending with a letter or digit"
+		}
+	}
+	return ""
 }
 
 // isDNSLabel is RFC 1123's label rule, used for Service port names.
