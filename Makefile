@@ -8,7 +8,7 @@ OUT      ?= out
 # which has its own target so it can run in parallel and write JUnit).
 UNIT_PKGS = $(shell $(GO) list ./... | grep -v '/conformance$$')
 
-.PHONY: report all build deps test vet fmt-check unit conformance conformance-vm lint clean cleanup bench generate generate-check
+.PHONY: report all build deps test vet fmt-check unit fuzz conformance conformance-vm lint clean cleanup bench generate generate-check
 
 all: build
 
@@ -43,25 +43,39 @@ lint: fmt-check vet
 # Unit tests (no root) and privileged integration tests (each in its own
 # namespaces). -p 2 matches this 2-core machine.
 unit: build
-	$(GO) test -p 2 -count=1 $(UNIT_PKGS)
+	$(GO) test -p 2 -count=1 -timeout 30m $(UNIT_PKGS)
+
+# Whether this kernel has IPVS (ip_vs is loaded: its sysctls exist). When
+# it does not, the IPVS spec tree runs in the VM runner (conformance-vm)
+# and the native run leaves it out.
+IPVS_NATIVE := $(shell test -d /proc/sys/net/ipv4/vs && echo yes)
+NATIVE_FILTER := $(if $(IPVS_NATIVE),,--label-filter='!datapath:ipvs')
+VM_FILTER := $(if $(IPVS_NATIVE),proto:SCTP,proto:SCTP || datapath:ipvs)
 
 # The conformance suite: real packets through a lab, once per datapath this
 # machine can run. Writes JUnit to $(OUT)/conformance-junit.xml.
 conformance: build
 	mkdir -p $(OUT)
-	$(GO) tool ginkgo -p --procs=2 --fail-on-pending --fail-on-empty --timeout=30m \
+	$(GO) tool ginkgo -p --procs=2 --fail-on-pending --fail-on-empty --timeout=90m $(NATIVE_FILTER) \
 		--junit-report=conformance-junit.xml --output-dir=$(OUT) ./conformance \
 		-- -matrix-out=$(abspath $(OUT))/conformance-matrix.json
 
-# What this kernel lacks runs in the VM runner (Debian's kernel under qemu):
-# the SCTP cases of every native datapath. Results: $(OUT)/vm/.
+# What this kernel lacks runs in the VM runner (Debian's kernel under qemu),
+# in one boot: the SCTP cases of every native datapath and, without IPVS
+# here, the whole IPVS tree. Results: $(OUT)/vm/.
 conformance-vm: build
-	./$(BIN) conformance --vm --label-filter 'proto:SCTP' --out $(OUT)/vm
+	./$(BIN) conformance --vm --label-filter '$(VM_FILTER)' --out $(OUT)/vm
+
+# Every go test -fuzz target (parser and renderers) for FUZZTIME each: a
+# short run in make test, a long one in the nightly job.
+FUZZTIME ?= 10s
+fuzz:
+	bash ci/fuzz.sh $(FUZZTIME)
 
 # The whole suite. The root namespace is snapshotted before and compared
 # after (ci/test.sh): any change fails the run and names what changed.
 test: deps lint generate-check build
-	bash ci/test.sh unit conformance conformance-vm
+	bash ci/test.sh unit fuzz conformance conformance-vm
 	@echo "make test: all green"
 
 # The main job: doctor, conformance for every datapath this machine supports

@@ -64,6 +64,13 @@ else
     echo "== nightly: long tests FAILED (log: $run_dir/nightly-tests.txt)"
     status=1
   fi
+  # Every fuzz target for longer than make test's few seconds; a crasher
+  # is left under <package>/testdata/fuzz/ to be committed.
+  echo "== nightly: fuzzing, ${NIGHTLY_FUZZTIME:-5m} per target"
+  if ! bash ci/fuzz.sh "${NIGHTLY_FUZZTIME:-5m}" 2>&1 | tee "$run_dir/nightly-fuzz.txt"; then
+    echo "== nightly: fuzzing FAILED (log: $run_dir/nightly-fuzz.txt)"
+    status=1
+  fi
 fi
 
 # Whatever failed, leave no lab behind for the next night.
