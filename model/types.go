@@ -9,8 +9,10 @@
 package model
 
 import (
+	"cmp"
 	"fmt"
 	"net/netip"
+	"strings"
 	"time"
 )
 
@@ -82,6 +84,23 @@ type ServiceName struct {
 }
 
 func (n ServiceName) String() string { return n.Namespace + "/" + n.Name }
+
+// Compare orders names as comparing their String forms does, without
+// building those strings: renderers sort 10,000 Services, which would
+// build them some 300,000 times.
+func (n ServiceName) Compare(o ServiceName) int {
+	if n.Namespace == o.Namespace {
+		return strings.Compare(n.Name, o.Name)
+	}
+	x, y := n.Namespace, o.Namespace
+	switch {
+	case strings.HasPrefix(y, x): // x + "/" against y: '/' meets y[len(x)]
+		return cmp.Compare('/', y[len(x)])
+	case strings.HasPrefix(x, y):
+		return cmp.Compare(x[len(y)], '/')
+	}
+	return strings.Compare(x, y)
+}
 
 // Cluster is the whole desired state. Services and Nodes are sorted by name
 // so every consumer iterates in the same order and renders byte-identical

@@ -1,7 +1,6 @@
 package iptables
 
 import (
-	"cmp"
 	"errors"
 	"fmt"
 	"hash/maphash"
@@ -382,7 +381,7 @@ func renderFamily(view *datapaths.NodeView, f Family, env Env, cache *familyCach
 	out := &FamilyRules{Family: f, Jumps: slices.Clone(jumpRules), LocalhostNodePorts: fc.localhostNP, LargeCluster: fc.largeCluster}
 	services := slices.Clone(view.Cluster.Services)
 	slices.SortFunc(services, func(a, b *model.Service) int {
-		return compareServiceNames(a.Name, b.Name)
+		return a.Name.Compare(b.Name)
 	})
 	out.Services = make([]ServiceChains, 0, len(services))
 	for _, svc := range services {
@@ -928,21 +927,4 @@ func healthCheckNodePort(svc *model.Service) int32 {
 		return 0
 	}
 	return svc.HealthCheckNodePort
-}
-
-// compareServiceNames orders Services as comparing their "namespace/name"
-// strings does, without building those strings: sorting 10,000 Services
-// would otherwise build them some 300,000 times.
-func compareServiceNames(a, b model.ServiceName) int {
-	if a.Namespace == b.Namespace {
-		return strings.Compare(a.Name, b.Name)
-	}
-	x, y := a.Namespace, b.Namespace
-	switch {
-	case strings.HasPrefix(y, x): // x + "/" against y: '/' meets y[len(x)]
-		return cmp.Compare('/', y[len(x)])
-	case strings.HasPrefix(x, y):
-		return cmp.Compare(x[len(y)], '/')
-	}
-	return strings.Compare(x, y)
 }

@@ -19,13 +19,7 @@ import (
 //
 // Run: go test -run '^$' -fuzz '^FuzzRender$' -fuzztime 30s ./datapaths/ipvs
 func FuzzRender(f *testing.F) {
-	examples, err := fuzzcluster.Examples("../..")
-	if err != nil {
-		f.Fatal(err)
-	}
-	for _, in := range fuzzcluster.Seeds(examples) {
-		f.Add(in.YAML, in.Seed, in.Size, in.Ops)
-	}
+	fuzzcluster.AddSeeds(f, "../..")
 	f.Fuzz(func(t *testing.T, yaml []byte, seed uint64, size uint16, ops []byte) {
 		view, ok := fuzzcluster.View(fuzzcluster.Input{YAML: yaml, Seed: seed, Size: size, Ops: ops})
 		if !ok {

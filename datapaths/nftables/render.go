@@ -1,7 +1,6 @@
 package nftables
 
 import (
-	"cmp"
 	"errors"
 	"fmt"
 	"hash/fnv"
@@ -230,7 +229,7 @@ func renderLayout(view *datapaths.NodeView, names *nameCache, lay layout) (*Rule
 	rs := &Ruleset{}
 	services := slices.Clone(view.Cluster.Services)
 	slices.SortFunc(services, func(a, b *model.Service) int {
-		return compareServiceNames(a.Name, b.Name)
+		return a.Name.Compare(b.Name)
 	})
 	defer names.rotate()
 	for _, f := range families {
@@ -816,21 +815,4 @@ func hashService(ss *ServiceState) uint64 {
 		w("element", e.Set, e.Map, strings.Join(e.Key, " . "), strings.Join(e.Value, " . "), c)
 	}
 	return h.Sum64()
-}
-
-// compareServiceNames orders Services as comparing their "namespace/name"
-// strings does, without building those strings: sorting 10,000 Services
-// would otherwise build them some 300,000 times.
-func compareServiceNames(a, b model.ServiceName) int {
-	if a.Namespace == b.Namespace {
-		return strings.Compare(a.Name, b.Name)
-	}
-	x, y := a.Namespace, b.Namespace
-	switch {
-	case strings.HasPrefix(y, x): // x + "/" against y: '/' meets y[len(x)]
-		return cmp.Compare('/', y[len(x)])
-	case strings.HasPrefix(x, y):
-		return cmp.Compare(x[len(y)], '/')
-	}
-	return strings.Compare(x, y)
 }

@@ -14,6 +14,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"testing"
 	"time"
 
 	"proxyrig/datapaths"
@@ -38,6 +39,20 @@ type Input struct {
 	Seed uint64
 	Size uint16
 	Ops  []byte
+}
+
+// AddSeeds adds Seeds (with the examples under root/examples) to the
+// corpus of a renderer fuzz target whose arguments are an Input's fields:
+// f.Fuzz(func(t *testing.T, yaml []byte, seed uint64, size uint16, ops []byte)).
+func AddSeeds(f *testing.F, root string) {
+	f.Helper()
+	examples, err := Examples(root)
+	if err != nil {
+		f.Fatal(err)
+	}
+	for _, in := range Seeds(examples) {
+		f.Add(in.YAML, in.Seed, in.Size, in.Ops)
+	}
 }
 
 // Seeds returns seed inputs: one per example file (read by the caller, who
