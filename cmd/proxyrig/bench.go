@@ -7,8 +7,10 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -188,14 +190,7 @@ func runBenchInVM(ctx context.Context, fs *flag.FlagSet, out, dps string, verbos
 	if err != nil {
 		return fmt.Errorf("bench: find this binary to run it in the VM: %w", err)
 	}
-	argv := []string{self, "bench", "--vm-bundle", "--out", "/tmp/prx-bench-vm"}
-	fs.Visit(func(f *flag.Flag) {
-		switch f.Name {
-		case "vm", "vm-bundle", "out":
-		default:
-			argv = append(argv, "--"+f.Name+"="+f.Value.String())
-		}
-	})
+	argv := vmBenchArgv(fs, self)
 	var modules []string
 	for _, d := range benchDatapaths(dps) {
 		modules = append(modules, vmModules(d)...)
@@ -227,6 +222,28 @@ func runBenchInVM(ctx context.Context, fs *flag.FlagSet, out, dps string, verbos
 		return &exitError{code: code}
 	}
 	return nil
+}
+
+// vmBenchArgv is the guest's bench command: every flag the user set, but
+// the results go to the guest's /tmp and come back as a bundle.
+func vmBenchArgv(fs *flag.FlagSet, self string) []string {
+	argv := []string{self, "bench", "--vm-bundle", "--out", "/tmp/prx-bench-vm"}
+	fs.Visit(func(f *flag.Flag) {
+		switch f.Name {
+		case "vm", "vm-bundle", "out":
+		default:
+			if kv, ok := f.Value.(kvList); ok {
+				// Repeatable: one flag per pair, or two --opt would
+				// arrive as one value with a comma in it.
+				for _, k := range slices.Sorted(maps.Keys(kv)) {
+					argv = append(argv, "--"+f.Name+"="+k+"="+kv[k])
+				}
+				return
+			}
+			argv = append(argv, "--"+f.Name+"="+f.Value.String())
+		}
+	})
+	return argv
 }
 
 // progressBar draws the run's progress on stderr: redrawn in place on a
