@@ -70,8 +70,8 @@ func TestStaleUDPFilterPerFamily(t *testing.T) {
 		port("dns", model.UDP, 53, 0, ep("198.18.64.11", 5353, nodeA), ep("2001:db8:64::11", 5353, nodeA)))
 	v := view(dual)
 	f4, f6 := newStaleUDPFilter(v, IPv4), newStaleUDPFilter(v, IPv6)
-	if len(f4.frontends) != 1 || len(f6.frontends) != 1 {
-		t.Fatalf("frontends: v4 %v, v6 %v", f4.frontends, f6.frontends)
+	if f4.Frontends() != 1 || f6.Frontends() != 1 {
+		t.Fatalf("frontends: v4 %d, v6 %d", f4.Frontends(), f6.Frontends())
 	}
 	stale6 := &netlink.ConntrackFlow{FamilyType: unix.AF_INET6}
 	stale6.Forward = netlink.IPTuple{Protocol: unix.IPPROTO_UDP, DstIP: net.ParseIP("2001:db8:19::31"), DstPort: 53}
