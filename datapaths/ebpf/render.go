@@ -303,7 +303,7 @@ func renderCached(view *datapaths.NodeView, prev *idTable, cache *renderCache) (
 	for _, sn := range services {
 		name, svc := sn.name, sn.svc
 		f, ok := old[svc.Name]
-		if !ok || !equalService(f.in, svc) {
+		if !ok || (f.src != svc && !equalService(f.in, svc)) {
 			f = &svcFrag{in: cloneService(svc)}
 			rc.frag = f
 			rc.renderService(svc)
@@ -311,6 +311,7 @@ func renderCached(view *datapaths.NodeView, prev *idTable, cache *renderCache) (
 		}
 		rc.merge(svc, f)
 		if _, dup := frags[svc.Name]; !dup {
+			f.src = svc
 			frags[svc.Name] = f
 			if f.hasWarnings() {
 				warnFrags[name] = f
@@ -320,7 +321,11 @@ func renderCached(view *datapaths.NodeView, prev *idTable, cache *renderCache) (
 	if cache != nil {
 		gen := cache.gen + 1
 		rc.out.gen = gen
-		*cache = renderCache{ids: next, node: cloneNode(view.Node), proxy: cloneProxy(view.Proxy), frags: frags, last: rc.out,
+		byPtr := make(map[*model.Service]*svcFrag, len(frags))
+		for _, f := range frags {
+			byPtr[f.src] = f
+		}
+		*cache = renderCache{ids: next, node: cloneNode(view.Node), proxy: cloneProxy(view.Proxy), frags: frags, byPtr: byPtr, last: rc.out,
 			refs: rc.refs, warnFrags: warnFrags, clean: !rc.dupWarned && len(frags) == len(services), gen: gen}
 	}
 	return rc.out, next, nil
@@ -798,6 +803,7 @@ func cfgFlagNames(v uint32) string {
 // render exactly (frontend conflicts are still resolved in Service order).
 type svcFrag struct {
 	in       *model.Service // deep copy of the input, for comparison
+	src      *model.Service // the input itself: the same pointer again is the same Service (the model is immutable)
 	ops      []fragOp       // frontends and warnings, in emission order
 	groups   []fragGroup
 	backends []fragBackend
@@ -836,6 +842,11 @@ type renderCache struct {
 	node  *model.Node
 	proxy datapaths.ProxyConfig
 	frags map[model.ServiceName]*svcFrag
+	// byPtr finds a fragment by its input pointer. Callers hand the
+	// unchanged Services of the last view again (loadgen's churn and the
+	// labs do), so most Services of an incremental sync are a pointer
+	// lookup, not a deep comparison of every port and endpoint.
+	byPtr map[*model.Service]*svcFrag
 	// last is the last render's output; an incremental render changes it
 	// in place.
 	last *desired
@@ -1111,7 +1122,17 @@ func (rc *renderCtx) renderIncremental(c *renderCache, prev *idTable) (*desired,
 	var changes []fragChange
 	var added map[model.ServiceName]bool
 	matched := 0
+	type repoint struct {
+		f   *svcFrag
+		src *model.Service
+	}
+	var repointed []repoint
 	for _, svc := range rc.view.Cluster.Services {
+		if f := c.byPtr[svc]; f != nil && f.seen != gen {
+			f.seen = gen
+			matched++
+			continue
+		}
 		key := svc.Name
 		f, ok := c.frags[key]
 		if ok {
@@ -1121,6 +1142,9 @@ func (rc *renderCtx) renderIncremental(c *renderCache, prev *idTable) (*desired,
 			f.seen = gen
 			matched++
 			if equalService(f.in, svc) {
+				// The same Service in a new object: find it by this
+				// pointer next time (once the render is committed).
+				repointed = append(repointed, repoint{f, svc})
 				continue
 			}
 		} else {
@@ -1198,13 +1222,23 @@ func (rc *renderCtx) renderIncremental(c *renderCache, prev *idTable) (*desired,
 			rc.unmerge(ch.name, ch.old, prev)
 		}
 	}
+	for _, r := range repointed {
+		delete(c.byPtr, r.f.src)
+		r.f.src = r.src
+		c.byPtr[r.src] = r.f
+	}
 	for _, ch := range changes {
 		delete(c.warnFrags, ch.name)
+		if ch.old != nil && c.byPtr[ch.old.src] == ch.old {
+			delete(c.byPtr, ch.old.src)
+		}
 		if ch.new == nil {
 			delete(c.frags, ch.key)
 			continue
 		}
 		rc.merge(ch.svc, ch.new)
+		ch.new.src = ch.svc
+		c.byPtr[ch.svc] = ch.new
 		c.frags[ch.key] = ch.new
 		if ch.new.hasWarnings() {
 			c.warnFrags[ch.name] = ch.new
