@@ -55,6 +55,21 @@ type Datapath interface {
 	Cleanup(ctx context.Context) error
 }
 
+// ConntrackFlusher is implemented by datapaths that keep connection
+// state of their own beside the kernel's conntrack table (the eBPF
+// datapath's CT maps). Whoever flushes a node's kernel conntrack to start
+// a measurement from a clean slate (the load generator does, before every
+// sync and programming-latency sample) calls it too; otherwise a probe
+// that reuses a 5-tuple rides an entry the kernel flush could not reach,
+// and the figure measures the harness's leftovers.
+type ConntrackFlusher interface {
+	// FlushConntrack deletes every connection-tracking entry the
+	// datapath holds, and returns how many it deleted. Service state
+	// (frontends, backends, affinity) is left alone, as a conntrack -F
+	// leaves kube-proxy's rules alone.
+	FlushConntrack(ctx context.Context) (int, error)
+}
+
 // SyncOptions tunes one Sync call.
 type SyncOptions struct {
 	// ForceFull rewrites everything, as kube-proxy does every sync period,

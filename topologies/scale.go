@@ -657,7 +657,8 @@ func (l *ScaleLab) ResetDatapath(ctx context.Context, node string) error {
 // for UDP) dumps the whole table, so a Sync's cost depends on the traffic
 // that came before it; a benchmark flushes first to measure every Sync
 // against the same, empty table. Equivalent to:
-// ip netns exec prx-L-n-<node> conntrack -F
+// ip netns exec prx-L-n-<node> conntrack -F, plus the datapath's
+// datapaths.ConntrackFlusher where it has one.
 func (l *ScaleLab) FlushConntrack(node string) error {
 	ns := l.NodeNS(node)
 	if ns.Name == "" {
@@ -672,6 +673,13 @@ func (l *ScaleLab) FlushConntrack(node string) error {
 	// entries.
 	if err := h.ConntrackTableFlush(netlink.ConntrackTable); err != nil {
 		return fmt.Errorf("flush conntrack in %s: %w", ns.Name, err)
+	}
+	// A datapath with connection tracking of its own (eBPF) empties it
+	// too: the kernel flush alone would leave its flows pinned.
+	if f, ok := l.Datapath(node).(datapaths.ConntrackFlusher); ok {
+		if _, err := f.FlushConntrack(context.Background()); err != nil {
+			return err
+		}
 	}
 	return nil
 }

@@ -1,6 +1,7 @@
 package ebpf
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -495,6 +496,50 @@ func TestProgUDPResteer(t *testing.T) {
 	}
 	if n := h.stat(t, 9 /* STAT_UDP_RESTEER */); n != 1 {
 		t.Errorf("UDP re-steers counted %d, want 1", n)
+	}
+}
+
+// TestFlushConntrack checks the harness's clean slate: a SYN on a tuple
+// whose connection never closed rides its conntrack entry to the old
+// backend (a retransmission, as in the kernel's conntrack), and after
+// FlushConntrack the same tuple is load-balanced afresh, while the
+// Service entries stay.
+func TestFlushConntrack(t *testing.T) {
+	h := newProgHarness(t)
+	h.sync(t, view(service("web", model.ClusterIP, "198.19.0.87", port("", model.TCP, 80, 0, ep("198.18.65.61", 8080, nodeB)))))
+	syn := buildPacket(pktSpec{proto: protoTCP, src: ap("198.18.64.31:40001"), dst: ap("198.19.0.87:80"), flags: tcpSYN})
+	send := func() netip.AddrPort {
+		t.Helper()
+		ret, out := h.run(t, h.objs.FromPod, syn)
+		if ret != tcActRedirect {
+			t.Fatalf("verdict %d, want redirect", ret)
+		}
+		p, err := parsePacket(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p.dst
+	}
+	if dst := send(); dst != ap("198.18.65.61:8080") {
+		t.Fatalf("SYN went to %s", dst)
+	}
+	h.sync(t, view(service("web", model.ClusterIP, "198.19.0.87", port("", model.TCP, 80, 0, ep("198.18.65.62", 8080, nodeB)))))
+	if dst := send(); dst != ap("198.18.65.61:8080") {
+		t.Fatalf("retransmitted SYN went to %s, want it on its conntrack entry's 198.18.65.61:8080", dst)
+	}
+	d := &Datapath{objs: h.objs, cfg: datapaths.Config{NS: h.ns}}
+	n, err := d.FlushConntrack(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n < 1 {
+		t.Errorf("flushed %d entries, want the flow's", n)
+	}
+	if left, err := readAll[lbCtKey, lbCtEntry](h.objs.Ct, lbMapCt); err != nil || len(left) != 0 {
+		t.Errorf("ct holds %d entries after the flush (%v)", len(left), err)
+	}
+	if dst := send(); dst != ap("198.18.65.62:8080") {
+		t.Errorf("SYN after the flush went to %s, want the current backend 198.18.65.62:8080", dst)
 	}
 }
 
