@@ -100,6 +100,10 @@ type Datapath struct {
 	cgroupLinks []link.Link
 	nodeCookie  uint64
 	pods        map[string]podNetns // by veth name, socket-LB variant only
+	// reaper closes connected UDP sockets of deleted backends (reap.go);
+	// reapErr says why it could not be loaded, once.
+	reaper  *reaper
+	reapErr error
 	// sysctlOrig holds the values of sysctls Sync changed, for Cleanup.
 	sysctlOrig map[string]string
 	// faultNext makes the next Sync fail halfway (FailNextSync).
@@ -379,11 +383,22 @@ func (d *Datapath) Sync(ctx context.Context, view *datapaths.NodeView, opts data
 		err = fmt.Errorf("write BPF maps of netns %s (%s sync): %w", d.cfg.NS.Name, syncKind(full), err)
 		return stats, errors.Join(err, d.rollback(have))
 	}
+	gone := goneBackends(plan, have, want)
 	if incremental {
 		have.patch(want)
 		d.applied = have
 	} else {
 		d.applied = cloneDesired(want)
+	}
+	if len(gone) > 0 {
+		t = time.Now()
+		n, err := d.reapSockets(gone)
+		stats.Apply += time.Since(t)
+		if err != nil {
+			d.log.Warn("connected UDP sockets of removed backends were not closed", "error", err)
+		} else if n > 0 {
+			d.log.Debug("closed connected UDP sockets of removed backends", "sockets", n, "backends", len(gone))
+		}
 	}
 	stats.Written = plan.written()
 	stats.ChangedServices = len(plan.changed)
@@ -763,6 +778,13 @@ func (d *Datapath) teardown() error {
 	}
 	d.cgroupLinks = nil
 	d.cgroupUsed = ""
+	if d.reaper != nil {
+		// Not pinned: closing the iterator link and program frees them.
+		if err := d.reaper.close(); err != nil {
+			errs = append(errs, fmt.Errorf("close the socket reaper: %w", err))
+		}
+		d.reaper = nil
+	}
 	if d.objs != nil {
 		if err := d.objs.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("close BPF objects: %w", err))

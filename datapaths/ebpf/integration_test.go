@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -237,6 +238,11 @@ func TestLabEBPF(t *testing.T) {
 		expectAnswered(t, lab, "node-a", "TCP", helloVIP, 6, nodeAIP)
 		expectAnswered(t, lab, "node-a", "UDP", dnsVIP, 2, nodeAIP)
 	})
+	t.Run("node's connected UDP sockets of a backend that left are closed", func(t *testing.T) {
+		// A pod's UDP flows are translated per packet here and re-steered
+		// by their ct entries; the node's, at the socket.
+		connectedUDPReaped(t, lab, lab.NodeNS("node-a"))
+	})
 	t.Run("node socket bound to 127.0.0.1 to a localhost NodePort is masqueraded", func(t *testing.T) {
 		for range 4 {
 			r := topologies.Probe(context.Background(), lab.NodeNS("node-a"), topologies.ProbeSpec{
@@ -404,6 +410,9 @@ func TestLabEBPFSocket(t *testing.T) {
 	t.Run("pinned UDP flows keep their backend and move when it leaves", func(t *testing.T) {
 		pinnedFlows(t, lab)
 	})
+	t.Run("connected UDP sockets of a backend that left are closed", func(t *testing.T) {
+		connectedUDPReaped(t, lab, lab.ClientNS("node-a"), lab.NodeNS("node-a"))
+	})
 }
 
 // pinnedYAML is a UDP Service with two endpoints, for pinnedFlows.
@@ -501,6 +510,99 @@ func pinnedFlows(t *testing.T, lab *topologies.Lab) {
 		t.Errorf("sock_resteer = %d, want at least the %d flows that were on pinned-1", got["sock_resteer"], moved)
 	}
 	apply(labYAML)
+}
+
+// connectedUDPReaped checks what sock_flows cannot do: a UDP socket
+// connect()ed through the socket hooks holds its backend's address itself,
+// so when that backend leaves the datapath closes it (bpf_sock_destroy, as
+// Cilium's agent does) rather than leave it sending into nothing. The
+// application's next call fails at once; a new socket reaches the backend
+// that is left, and a socket on that backend is not touched.
+func connectedUDPReaped(t *testing.T, lab *topologies.Lab, namespaces ...netnsutil.NS) {
+	apply := func(yaml string) {
+		t.Helper()
+		c, err := model.Parse("lab.yaml", []byte(yaml))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := lab.Apply(context.Background(), c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	apply(labYAML + pinnedYAML)
+	t.Cleanup(func() { apply(labYAML) })
+	vip := net.UDPAddrFromAddrPort(netip.MustParseAddrPort("198.19.0.54:53"))
+	ask := func(c *net.UDPConn) (string, error) {
+		if _, err := c.Write([]byte("x\n")); err != nil {
+			return "", err
+		}
+		if err := c.SetReadDeadline(time.Now().Add(2 * time.Second)); err != nil {
+			return "", err
+		}
+		buf := make([]byte, 256)
+		n, err := c.Read(buf)
+		if err != nil {
+			return "", err
+		}
+		name, _, _ := strings.Cut(string(buf[:n]), " ")
+		return name, nil
+	}
+	dial := func(ns netnsutil.NS) *net.UDPConn {
+		t.Helper()
+		var c *net.UDPConn
+		if err := ns.Do(func() (err error) { c, err = net.DialUDP("udp4", nil, vip); return err }); err != nil {
+			t.Fatalf("in %s: dial %s: %v", ns.Name, vip, err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	type conn struct {
+		ns      netnsutil.NS
+		c       *net.UDPConn
+		backend string
+	}
+	var conns []conn
+	for _, ns := range namespaces {
+		seen := map[string]bool{}
+		for i := 0; i < 40 && len(seen) < 2; i++ {
+			c := dial(ns)
+			name, err := ask(c)
+			if err != nil {
+				t.Fatalf("in %s: connected UDP socket to %s: %v", ns.Name, vip, err)
+			}
+			if !seen[name] {
+				seen[name] = true
+				conns = append(conns, conn{ns, c, name})
+			}
+		}
+		if len(seen) != 2 {
+			t.Fatalf("in %s: 40 connected sockets reached only %v", ns.Name, seen)
+		}
+	}
+	// pinned-1 leaves.
+	apply(labYAML + strings.Replace(pinnedYAML, `- addresses: [198.18.65.54]
+  conditions: {ready: true}
+  nodeName: node-b
+  targetRef: {kind: Pod, namespace: default, name: pinned-1}
+`, "", 1))
+	for _, c := range conns {
+		name, err := ask(c.c)
+		switch {
+		case c.backend == "pinned-2" && (err != nil || name != "pinned-2"):
+			t.Errorf("in %s: the socket on pinned-2, which stayed: answered by %q (%v), want pinned-2", c.ns.Name, name, err)
+		case c.backend == "pinned-1" && err == nil:
+			t.Errorf("in %s: the socket connected to pinned-1 still works after pinned-1 left (answered by %s)", c.ns.Name, name)
+		case c.backend == "pinned-1":
+			if ne, ok := err.(net.Error); ok && ne.Timeout() {
+				t.Errorf("in %s: the socket connected to pinned-1 timed out after pinned-1 left, want it closed at once", c.ns.Name)
+			}
+		}
+	}
+	for _, ns := range namespaces {
+		if name, err := ask(dial(ns)); err != nil || name != "pinned-2" {
+			t.Errorf("in %s: a new socket after pinned-1 left: answered by %q (%v), want pinned-2", ns.Name, name, err)
+		}
+	}
 }
 
 const dualStackYAML = `

@@ -3,6 +3,7 @@ package ebpf
 import (
 	"errors"
 	"net/netip"
+	"reflect"
 	"regexp"
 	"strings"
 	"testing"
@@ -256,5 +257,31 @@ func TestSpecMatchesGo(t *testing.T) {
 	}
 	if _, err := loadSpec(sizesFor(&desired{}, 0)); err != nil {
 		t.Error(err)
+	}
+}
+
+// TestGoneBackends checks which deleted backends the socket reaper is
+// given: only addresses no remaining backend has, IPv4 ones IPv4-mapped.
+func TestGoneBackends(t *testing.T) {
+	a := lbBackend{Addr: be32(addr("198.18.65.1")), Port: be16(8080)}
+	b := lbBackend{Addr: be32(addr("198.18.65.2")), Port: be16(8080)}
+	sameAsB := lbBackend{Addr: b.Addr, Port: b.Port, Flags: 1} // another Service's endpoint, same address
+	c6 := lbBackend6{Addr: be128(addr("2001:db8:65::3")), Port: be16(53)}
+	have := &desired{Backends: map[uint32]lbBackend{1: a, 2: b, 3: sameAsB}, Backends6: map[uint32]lbBackend6{4: c6}}
+	want := &desired{Backends: map[uint32]lbBackend{3: sameAsB}}
+	plan := &syncPlan{backendsDel: []uint32{1, 2}, backends6Del: []uint32{4}}
+	got := map[netip.AddrPort]bool{}
+	for _, k := range goneBackends(plan, have, want) {
+		got[netip.AddrPortFrom(addrFromBE128(k.Addr), portFromBE16(k.Port))] = true
+	}
+	wantGone := map[netip.AddrPort]bool{
+		netip.MustParseAddrPort("[::ffff:198.18.65.1]:8080"): true,
+		netip.MustParseAddrPort("[2001:db8:65::3]:53"):       true,
+	}
+	if !reflect.DeepEqual(got, wantGone) {
+		t.Errorf("gone backends %v, want %v (198.18.65.2:8080 is still another backend's)", got, wantGone)
+	}
+	if g := goneBackends(&syncPlan{}, have, want); g != nil {
+		t.Errorf("nothing deleted, yet %v gone", g)
 	}
 }
