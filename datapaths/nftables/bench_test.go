@@ -2,11 +2,18 @@ package nftables
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
+	"os"
 	"testing"
 	"time"
 
 	"sigs.k8s.io/knftables"
+
+	"proxyrig/datapaths"
+	"proxyrig/internal/netnsutil"
+	"proxyrig/model"
 )
 
 // BenchmarkRenderAndPlan measures proxyrig's own share of a full sync:
@@ -49,6 +56,81 @@ func BenchmarkRender(b *testing.B) {
 		i = (i + 1) % len(v.Cluster.Services)
 		if _, err := render(v, names); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkSyncOneChange is a partial Sync at scale against the real nft,
+// per kind of single change, for both layouts: an endpoint leaves and
+// comes back (chains rewritten, no map element changes), and a Service
+// is removed and comes back (its map elements change too). The Services
+// that did not change are the same objects, as loadgen's churn hands
+// them. Needs root. The first Sync (a full one) is outside the timer;
+// for kube-proxy's layout at 10k it takes well over a minute.
+func BenchmarkSyncOneChange(b *testing.B) {
+	if os.Geteuid() != 0 {
+		const reason = "needs root (CAP_NET_ADMIN, CAP_SYS_ADMIN) to create network namespaces and program nftables"
+		if os.Getenv("CI") == "true" {
+			b.Fatal(reason + "; CI=true, so this must not be skipped")
+		}
+		b.Skip(reason)
+	}
+	ctx := context.Background()
+	for _, layout := range []struct {
+		name string
+		New  func(datapaths.Config) (datapaths.Datapath, error)
+	}{{Name, New}, {FlatName, NewFlat}} {
+		for _, n := range []int{1000, 10000} {
+			v := scaleView(n)
+			s0 := v.Cluster.Services[0]
+			flap := withEndpoints(v, 0, s0.Ports[0].Endpoints[1:]...)
+			gone := &datapaths.NodeView{Cluster: &model.Cluster{Services: v.Cluster.Services[1:], Nodes: v.Cluster.Nodes}, Node: v.Node, Proxy: v.Proxy}
+			for _, kind := range []struct {
+				name  string
+				other *datapaths.NodeView
+			}{{"endpoint-flap", flap}, {"service-flap", gone}} {
+				b.Run(fmt.Sprintf("datapath=%s/services=%d/change=%s", layout.name, n, kind.name), func(b *testing.B) {
+					var rnd [4]byte
+					if _, err := rand.Read(rnd[:]); err != nil {
+						b.Fatal(err)
+					}
+					name := "prx-b" + hex.EncodeToString(rnd[:]) + "-nft"
+					ns, err := netnsutil.Create(name)
+					if err != nil {
+						b.Fatal(err)
+					}
+					defer func() {
+						if err := netnsutil.Delete(name); err != nil {
+							b.Errorf("delete netns %s: %v", name, err)
+						}
+					}()
+					dp, err := layout.New(datapaths.Config{Node: nodeA, NS: ns})
+					if err != nil {
+						b.Fatal(err)
+					}
+					defer dp.Cleanup(ctx)
+					if _, err := dp.Sync(ctx, v, datapaths.SyncOptions{}); err != nil {
+						b.Fatal(err)
+					}
+					views := []*datapaths.NodeView{kind.other, v}
+					var render, apply time.Duration
+					i := 0
+					for b.Loop() {
+						st, err := dp.Sync(ctx, views[i%2], datapaths.SyncOptions{})
+						if err != nil {
+							b.Fatal(err)
+						}
+						if st.Full || st.ChangedServices != 1 {
+							b.Fatalf("sync %+v, want a partial sync changing one Service", st)
+						}
+						render += st.Render
+						apply += st.Apply
+						i++
+					}
+					b.ReportMetric(float64(render.Nanoseconds())/float64(i), "render-ns/op")
+					b.ReportMetric(float64(apply.Nanoseconds())/float64(i), "apply-ns/op")
+				})
+			}
 		}
 	}
 }

@@ -465,6 +465,27 @@ func isNotFound(err error) bool {
 		strings.HasSuffix(err.Error(), syscall.ENOENT.Error())
 }
 
+// staleChainBatch is how many due stale chains make a sync that changed
+// Services delete them too (see Proxier.Sync).
+const staleChainBatch = 256
+
+// staleChainsDue counts the stale chains flushed at least staleChainDelay
+// ago.
+func staleChainsDue(applied map[knftables.Family]*familyApplied, now time.Time) int {
+	n := 0
+	for _, fa := range applied {
+		if fa == nil {
+			continue
+		}
+		for _, t := range fa.staleChains {
+			if now.Sub(t) >= staleChainDelay {
+				n++
+			}
+		}
+	}
+	return n
+}
+
 // planStaleChainDeletion returns a transaction deleting the stale chains
 // that have been flushed for at least staleChainDelay, forgetting them
 // whether or not it then succeeds: a chain that survives is found and

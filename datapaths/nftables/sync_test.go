@@ -253,16 +253,26 @@ func TestPartialSyncAtScale(t *testing.T) {
 	}
 
 	// The stale chains (one endpoint chain of svc-05000, six of svc-07000)
-	// are deleted by a later sync, a second or more afterwards, in a
-	// transaction of their own; the main transaction is then empty, and
-	// not run: the deletion is the last transaction.
+	// are not deleted by a sync that changes a Service, even once due:
+	// deleting makes nft read its whole cache (see Proxier.Sync).
 	fp.clock = fp.clock.Add(staleChainDelay)
-	st = fp.sync(t, v3, datapaths.SyncOptions{})
-	if st.Written != 7 || st.ChangedServices != 0 || fp.lastOps() != 7 {
-		t.Errorf("sync after the delay: %+v, want the 7 stale chains deleted and nothing else:\n%s", st, fp.lastTx())
+	v4 := withEndpoints(v3, 6000, ep("198.18.99.1", 8080, nodeB))
+	st = fp.sync(t, v4, datapaths.SyncOptions{})
+	if st.ChangedServices != 1 || strings.Contains(fp.lastTx(), "delete chain") {
+		t.Errorf("a sync changing svc-06000 after the delay: %+v, want no chain deleted:\n%s", st, fp.lastTx())
 	}
+	// A sync that changes nothing (the periodic resync) deletes the due
+	// ones, in a transaction of their own, after the main one has flushed
+	// every stale chain once more: the 7, and the 5 endpoint chains
+	// svc-06000 just gave up, which are not due yet.
+	st = fp.sync(t, v4, datapaths.SyncOptions{})
+	if st.Written != 7+5+7 || st.ChangedServices != 0 || fp.lastOps() != 7 || strings.Count(fp.lastTx(), "delete chain") != 7 {
+		t.Errorf("resync after the delay: %+v, want 12 stale chains flushed, then the 7 due ones deleted, and nothing else:\n%s", st, fp.lastTx())
+	}
+	fp.clock = fp.clock.Add(staleChainDelay)
+	fp.sync(t, v4, datapaths.SyncOptions{})
 	fresh := newFakeClient()
-	seedTables(t, fresh, v3)
+	seedTables(t, fresh, v4)
 	if got, want := fp.fake.Dump(), fresh.Dump(); got != want {
 		t.Fatalf("after partial syncs at %d Services the tables differ from a fresh full sync:\n%s", n, cmp.Diff(want, got))
 	}
@@ -453,4 +463,28 @@ func TestFailNextSyncIsOneShot(t *testing.T) {
 		t.Errorf("the sync after the fault: %+v, want full", st)
 	}
 	settle(t, fp, v)
+}
+
+// TestStaleChainBatch checks when stale chains are deleted by a sync that
+// changes Services: not while fewer than staleChainBatch are due, at once
+// when that many are.
+func TestStaleChainBatch(t *testing.T) {
+	fp := newFakeProxier(t)
+	v := scaleView(100) // six chains per Service
+	fp.sync(t, v, datapaths.SyncOptions{})
+	few := &datapaths.NodeView{Cluster: &model.Cluster{Services: v.Cluster.Services[:90], Nodes: v.Cluster.Nodes}, Node: v.Node, Proxy: v.Proxy}
+	fp.sync(t, few, datapaths.SyncOptions{}) // 60 stale chains
+	fp.clock = fp.clock.Add(staleChainDelay)
+	changed := withEndpoints(few, 0, ep("198.18.99.1", 8080, nodeB))
+	fp.sync(t, changed, datapaths.SyncOptions{})
+	if strings.Contains(fp.lastTx(), "delete chain") {
+		t.Fatalf("60 due stale chains were deleted by a sync that changed a Service:\n%s", fp.lastTx())
+	}
+	many := &datapaths.NodeView{Cluster: &model.Cluster{Services: changed.Cluster.Services[:40], Nodes: v.Cluster.Nodes}, Node: v.Node, Proxy: v.Proxy}
+	fp.sync(t, many, datapaths.SyncOptions{}) // 300 more, not due yet
+	fp.clock = fp.clock.Add(staleChainDelay)
+	fp.sync(t, withEndpoints(many, 1, ep("198.18.99.2", 8080, nodeB)), datapaths.SyncOptions{})
+	if n := strings.Count(fp.lastTx(), "delete chain"); n < staleChainBatch {
+		t.Fatalf("%d chains deleted with more than %d due, want them all:\n%s", n, staleChainBatch, fp.lastTx())
+	}
 }
