@@ -304,7 +304,7 @@ func renderCached(view *datapaths.NodeView, prev *idTable, cache *renderCache) (
 		name, svc := sn.name, sn.svc
 		f, ok := old[svc.Name]
 		if !ok || (f.src != svc && !equalService(f.in, svc)) {
-			f = &svcFrag{in: cloneService(svc)}
+			f = &svcFrag{in: svc}
 			rc.frag = f
 			rc.renderService(svc)
 			rc.frag = nil
@@ -802,7 +802,7 @@ func cfgFlagNames(v uint32) string {
 // order render emitted it, so merging fragments reproduces the uncached
 // render exactly (frontend conflicts are still resolved in Service order).
 type svcFrag struct {
-	in       *model.Service // deep copy of the input, for comparison
+	in       *model.Service // the input it was rendered from, for comparison (the model is immutable)
 	src      *model.Service // the input itself: the same pointer again is the same Service (the model is immutable)
 	ops      []fragOp       // frontends and warnings, in emission order
 	groups   []fragGroup
@@ -882,35 +882,6 @@ func cloneProxy(p datapaths.ProxyConfig) datapaths.ProxyConfig {
 	p.ServiceCIDRs = slices.Clone(p.ServiceCIDRs)
 	p.NodePortAddresses = slices.Clone(p.NodePortAddresses)
 	return p
-}
-
-// cloneService deep-copies a Service, so a caller that mutates its model
-// after a sync cannot make the cache think nothing changed.
-func cloneService(s *model.Service) *model.Service {
-	c := *s
-	c.ClusterIPs = slices.Clone(s.ClusterIPs)
-	c.ExternalIPs = slices.Clone(s.ExternalIPs)
-	c.LoadBalancerIPs = slices.Clone(s.LoadBalancerIPs)
-	c.LoadBalancerSourceRanges = slices.Clone(s.LoadBalancerSourceRanges)
-	c.Ports = make([]*model.ServicePort, len(s.Ports))
-	for i, p := range s.Ports {
-		if p == nil {
-			continue
-		}
-		pc := *p
-		pc.Endpoints = make([]*model.Endpoint, len(p.Endpoints))
-		for j, ep := range p.Endpoints {
-			if ep == nil {
-				continue
-			}
-			ec := *ep
-			ec.ZoneHints = slices.Clone(ep.ZoneHints)
-			ec.NodeHints = slices.Clone(ep.NodeHints)
-			pc.Endpoints[j] = &ec
-		}
-		c.Ports[i] = &pc
-	}
-	return &c
 }
 
 // equalService compares every field of two Services (render reads
@@ -1163,7 +1134,7 @@ func (rc *renderCtx) renderIncremental(c *renderCache, prev *idTable) (*desired,
 	slices.SortFunc(changes, func(a, b fragChange) int { return strings.Compare(a.name, b.name) })
 	for i := range changes {
 		ch := &changes[i]
-		ch.new = &svcFrag{in: cloneService(ch.svc), seen: gen}
+		ch.new = &svcFrag{in: ch.svc, seen: gen}
 		rc.frag = ch.new
 		rc.renderService(ch.svc)
 		rc.frag = nil
