@@ -757,9 +757,18 @@ func (r Ranked) GapTally() string {
 		return "no gaps in needed items"
 	}
 	var parts []string
-	for _, s := range []string{matrix.StatusFail, matrix.StatusDeviation, matrix.StatusSkip, matrix.StatusMissing, "not run"} {
-		if t[s] > 0 {
-			parts = append(parts, fmt.Sprintf("%d %s", t[s], s))
+	for _, k := range []struct{ status, one, many string }{
+		{matrix.StatusFail, "failure", "failures"},
+		{matrix.StatusDeviation, "deviation", "deviations"},
+		{matrix.StatusSkip, "skipped", "skipped"},
+		{matrix.StatusMissing, "missing", "missing"},
+		{"not run", "not run", "not run"},
+	} {
+		switch n := t[k.status]; {
+		case n == 1:
+			parts = append(parts, "1 "+k.one)
+		case n > 1:
+			parts = append(parts, fmt.Sprintf("%d %s", n, k.many))
 		}
 	}
 	return strings.Join(parts, ", ")

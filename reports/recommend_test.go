@@ -280,3 +280,26 @@ func TestKernelVersion(t *testing.T) {
 		}
 	}
 }
+
+func TestGapTally(t *testing.T) {
+	gaps := func(statuses ...string) Ranked {
+		var r Ranked
+		for _, s := range statuses {
+			r.Gaps = append(r.Gaps, Gap{Status: s})
+		}
+		return r
+	}
+	for _, c := range []struct {
+		r    Ranked
+		want string
+	}{
+		{gaps(), "no gaps in needed items"},
+		{gaps(matrix.StatusDeviation), "1 deviation"},
+		{gaps(matrix.StatusDeviation, matrix.StatusDeviation, matrix.StatusFail), "1 failure, 2 deviations"},
+		{gaps(matrix.StatusSkip, matrix.StatusSkip, "not run"), "2 skipped, 1 not run"},
+	} {
+		if got := c.r.GapTally(); got != c.want {
+			t.Errorf("GapTally = %q, want %q", got, c.want)
+		}
+	}
+}
