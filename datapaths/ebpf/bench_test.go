@@ -2,9 +2,10 @@ package ebpf
 
 import (
 	"context"
-	"crypto/rand"
+	crand "crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/netip"
 	"os"
@@ -295,7 +296,7 @@ func benchNetns(b *testing.B) netnsutil.NS {
 		b.Skip(reason)
 	}
 	var rnd [4]byte
-	if _, err := rand.Read(rnd[:]); err != nil {
+	if _, err := crand.Read(rnd[:]); err != nil {
 		b.Fatal(err)
 	}
 	name := "prx-b" + hex.EncodeToString(rnd[:]) + "-dp"
@@ -412,5 +413,74 @@ func BenchmarkSyncOneChange(b *testing.B) {
 			b.ReportMetric(float64(render.Nanoseconds())/float64(i), "render-ns/op")
 			b.ReportMetric(float64(apply.Nanoseconds())/float64(i), "apply-ns/op")
 		})
+	}
+}
+
+// TestRenderCacheRandomEdits drives the cache with seeded random edits of
+// a Service list that keeps unchanged Services as the same objects, as
+// loadgen's churn does: insertions and deletions anywhere, replacements,
+// swaps of two positions and runs of several edits at once. After every
+// step the cached render must equal an uncached one.
+func TestRenderCacheRandomEdits(t *testing.T) {
+	for seed := uint64(1); seed <= 4; seed++ {
+		rng := rand.New(rand.NewPCG(seed, 0))
+		next := 0
+		newSvc := func() *model.Service {
+			next++
+			var eps []*model.Endpoint
+			for j := range 1 + rng.IntN(3) {
+				eps = append(eps, ep(fmt.Sprintf("198.18.%d.%d", 64+next%50, 1+j), 8080, nodeB))
+			}
+			return service(fmt.Sprintf("s%04d", next), model.ClusterIP, fmt.Sprintf("198.19.%d.%d", next/250, 1+next%250),
+				port("http", model.TCP, 80, 0, eps...))
+		}
+		var svcs []*model.Service
+		for range 30 {
+			svcs = append(svcs, newSvc())
+		}
+		var cache renderCache
+		var ids, plainIDs *idTable
+		incremental := 0
+		for step := range 150 {
+			svcs = slices.Clone(svcs)
+			for range 1 + rng.IntN(3) {
+				switch k := rng.IntN(5); {
+				case k == 0 || len(svcs) < 5:
+					i := rng.IntN(len(svcs) + 1)
+					svcs = slices.Insert(svcs, i, newSvc())
+				case k == 1:
+					i := rng.IntN(len(svcs))
+					svcs = slices.Delete(svcs, i, i+1)
+				case k == 2:
+					i := rng.IntN(len(svcs))
+					s := svcs[i].Clone()
+					s.Ports[0].Endpoints = s.Ports[0].Endpoints[:1]
+					svcs[i] = s
+				case k == 3:
+					i, j := rng.IntN(len(svcs)), rng.IntN(len(svcs))
+					svcs[i], svcs[j] = svcs[j], svcs[i]
+				default: // nothing changes
+				}
+			}
+			v := view(svcs...)
+			got, nextIDs, err := renderCached(v, ids, &cache)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want, plainNext, err := render(v, plainIDs)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if g, w := got.dump(), want.dump(); g != w {
+				t.Fatalf("seed %d step %d: cached render differs:\n%s\nwant:\n%s", seed, step, g, w)
+			}
+			if got.touched != nil {
+				incremental++
+			}
+			ids, plainIDs = nextIDs, plainNext
+		}
+		if incremental < 140 {
+			t.Errorf("seed %d: %d of 150 renders were incremental, want nearly all", seed, incremental)
+		}
 	}
 }

@@ -383,7 +383,7 @@ func (d *Datapath) Sync(ctx context.Context, view *datapaths.NodeView, opts data
 		err = fmt.Errorf("write BPF maps of netns %s (%s sync): %w", d.cfg.NS.Name, syncKind(full), err)
 		return stats, errors.Join(err, d.rollback(have))
 	}
-	gone := goneBackends(plan, have, want)
+	gone := goneBackends(plan, have)
 	if incremental {
 		have.patch(want)
 		d.applied = have

@@ -76,37 +76,25 @@ func (r *reaper) run(ns netnsutil.NS) (int, error) {
 	return n, nil
 }
 
-// goneBackends lists the addresses of the backends plan deletes that no
-// backend of want still has: sockets connected to those have lost their
-// endpoint. have is the state before the plan.
-func goneBackends(plan *syncPlan, have, want *desired) []reapReapKey {
-	if len(plan.backendsDel)+len(plan.backends6Del) == 0 {
-		return nil
-	}
-	gone := map[reapReapKey]bool{}
+// goneBackends lists the addresses of the backends plan deletes: sockets
+// connected to those have lost their endpoint. have is the state before
+// the plan. A backend id stands for one address and port (render names
+// backends by ep.String()) and is deleted only when no Service uses it,
+// so a deleted id's address has no other backend: no scan of the 50k
+// remaining ones is needed.
+func goneBackends(plan *syncPlan, have *desired) []reapReapKey {
+	var gone []reapReapKey
 	for _, id := range plan.backendsDel {
 		if b, ok := have.Backends[id]; ok {
-			gone[reapKey4(b)] = true
+			gone = append(gone, reapKey4(b))
 		}
 	}
 	for _, id := range plan.backends6Del {
 		if b, ok := have.Backends6[id]; ok {
-			gone[reapReapKey{Addr: b.Addr, Port: b.Port}] = true
+			gone = append(gone, reapReapKey{Addr: b.Addr, Port: b.Port})
 		}
 	}
-	for _, b := range want.Backends {
-		if len(gone) == 0 {
-			return nil
-		}
-		delete(gone, reapKey4(b))
-	}
-	for _, b := range want.Backends6 {
-		if len(gone) == 0 {
-			return nil
-		}
-		delete(gone, reapReapKey{Addr: b.Addr, Port: b.Port})
-	}
-	return slices.Collect(maps.Keys(gone))
+	return gone
 }
 
 // reapKey4 is an IPv4 backend as the reaper sees a socket's peer:

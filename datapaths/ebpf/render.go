@@ -325,7 +325,12 @@ func renderCached(view *datapaths.NodeView, prev *idTable, cache *renderCache) (
 		for _, f := range frags {
 			byPtr[f.src] = f
 		}
-		*cache = renderCache{ids: next, node: cloneNode(view.Node), proxy: cloneProxy(view.Proxy), frags: frags, byPtr: byPtr, last: rc.out,
+		order := make([]*svcFrag, len(view.Cluster.Services))
+		for i, svc := range view.Cluster.Services {
+			order[i] = frags[svc.Name]
+		}
+		*cache = renderCache{ids: next, node: cloneNode(view.Node), proxy: cloneProxy(view.Proxy), frags: frags, byPtr: byPtr,
+			order: slices.Clone(view.Cluster.Services), orderFrags: order, last: rc.out,
 			refs: rc.refs, warnFrags: warnFrags, clean: !rc.dupWarned && len(frags) == len(services), gen: gen}
 	}
 	return rc.out, next, nil
@@ -847,6 +852,11 @@ type renderCache struct {
 	// labs do), so most Services of an incremental sync are a pointer
 	// lookup, not a deep comparison of every port and endpoint.
 	byPtr map[*model.Service]*svcFrag
+	// order is the last view's Service list (a copy), and orderFrags the
+	// fragment each of its positions resolved to, for the aligned walk of
+	// an incremental render.
+	order      []*model.Service
+	orderFrags []*svcFrag
 	// last is the last render's output; an incremental render changes it
 	// in place.
 	last *desired
@@ -1098,10 +1108,43 @@ func (rc *renderCtx) renderIncremental(c *renderCache, prev *idTable) (*desired,
 		src *model.Service
 	}
 	var repointed []repoint
-	for _, svc := range rc.view.Cluster.Services {
+	// The walk follows the last view's Service order (c.order): a caller
+	// that changes a few Services hands the others again as the same
+	// objects in the same order (loadgen's churn replaces, appends or
+	// deletes one), so most Services are one pointer comparison against
+	// the same position, with no hashing; j realigns after a Service was
+	// added or removed. Whatever does not line up takes the lookups below.
+	svcs := rc.view.Cluster.Services
+	last, lastF := c.order, c.orderFrags
+	order := make([]*svcFrag, len(svcs))
+	var slow []int        // positions resolved below, not by order
+	var passed []*svcFrag // fragments of last positions the walk went past
+	j := 0
+	for i, svc := range svcs {
+		if j+1 < len(last) && last[j] != svc && last[j+1] == svc {
+			// last[j] left (or moved).
+			passed = append(passed, lastF[j])
+			j++
+		}
+		if j < len(last) && last[j] == svc {
+			if f := lastF[j]; f != nil && f.seen != gen {
+				f.seen = gen
+				matched++
+				order[i] = f
+				j++
+				continue
+			}
+		}
+		if j < len(last) && (i+1 >= len(svcs) || svcs[i+1] != last[j]) {
+			// svc took last[j]'s place (or both are out of line).
+			passed = append(passed, lastF[j])
+			j++
+		}
+		slow = append(slow, i)
 		if f := c.byPtr[svc]; f != nil && f.seen != gen {
 			f.seen = gen
 			matched++
+			order[i] = f
 			continue
 		}
 		key := svc.Name
@@ -1140,10 +1183,28 @@ func (rc *renderCtx) renderIncremental(c *renderCache, prev *idTable) (*desired,
 		rc.frag = nil
 	}
 	if matched < len(c.frags) {
-		for key, f := range c.frags {
-			if f.seen != gen {
-				changes = append(changes, fragChange{key: key, name: key.String(), old: f})
+		// Removed Services: the fragments the walk went past that
+		// nothing claimed, if they account for all of them; else look at
+		// every fragment.
+		passed = append(passed, lastF[min(j, len(lastF)):]...)
+		var gone []*svcFrag
+		counted := map[*svcFrag]bool{}
+		for _, f := range passed {
+			if f != nil && f.seen != gen && !counted[f] {
+				counted[f] = true
+				gone = append(gone, f)
 			}
+		}
+		if matched+len(gone) != len(c.frags) {
+			gone = gone[:0]
+			for _, f := range c.frags {
+				if f.seen != gen {
+					gone = append(gone, f)
+				}
+			}
+		}
+		for _, f := range gone {
+			changes = append(changes, fragChange{key: f.in.Name, name: f.in.Name.String(), old: f})
 		}
 	}
 
@@ -1223,6 +1284,12 @@ func (rc *renderCtx) renderIncremental(c *renderCache, prev *idTable) (*desired,
 			}
 		}
 	}
+	for _, i := range slow {
+		if order[i] == nil {
+			order[i] = c.frags[svcs[i].Name]
+		}
+	}
+	c.order, c.orderFrags = slices.Clone(svcs), order
 	c.gen = gen
 	out.gen = gen
 	out.touched = rc.touched
