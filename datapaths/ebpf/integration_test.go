@@ -415,6 +415,18 @@ func TestLabEBPFSocket(t *testing.T) {
 	})
 }
 
+// applyYAML applies a cluster file's text to the lab.
+func applyYAML(t *testing.T, lab *topologies.Lab, yaml string) {
+	t.Helper()
+	c, err := model.Parse("lab.yaml", []byte(yaml))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := lab.Apply(context.Background(), c); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // pinnedYAML is a UDP Service with two endpoints, for pinnedFlows.
 const pinnedYAML = `
 ---
@@ -449,16 +461,7 @@ endpoints:
 // socket bound to the same source port, so only sock_flows can keep the
 // flow on its backend; once that backend leaves the flow must move.
 func pinnedFlows(t *testing.T, lab *topologies.Lab) {
-	apply := func(yaml string) {
-		t.Helper()
-		c, err := model.Parse("lab.yaml", []byte(yaml))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := lab.Apply(context.Background(), c); err != nil {
-			t.Fatal(err)
-		}
-	}
+	apply := func(yaml string) { t.Helper(); applyYAML(t, lab, yaml) }
 	apply(labYAML + pinnedYAML)
 	vip := netip.MustParseAddrPort("198.19.0.54:53")
 	ask := func(ns netnsutil.NS, port uint16) string {
@@ -519,16 +522,7 @@ func pinnedFlows(t *testing.T, lab *topologies.Lab) {
 // application's next call fails at once; a new socket reaches the backend
 // that is left, and a socket on that backend is not touched.
 func connectedUDPReaped(t *testing.T, lab *topologies.Lab, namespaces ...netnsutil.NS) {
-	apply := func(yaml string) {
-		t.Helper()
-		c, err := model.Parse("lab.yaml", []byte(yaml))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := lab.Apply(context.Background(), c); err != nil {
-			t.Fatal(err)
-		}
-	}
+	apply := func(yaml string) { t.Helper(); applyYAML(t, lab, yaml) }
 	apply(labYAML + pinnedYAML)
 	t.Cleanup(func() { apply(labYAML) })
 	vip := net.UDPAddrFromAddrPort(netip.MustParseAddrPort("198.19.0.54:53"))

@@ -2,8 +2,6 @@ package nftables
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"os"
 	"testing"
@@ -12,7 +10,6 @@ import (
 	"sigs.k8s.io/knftables"
 
 	"proxyrig/datapaths"
-	"proxyrig/internal/netnsutil"
 	"proxyrig/model"
 )
 
@@ -90,20 +87,7 @@ func BenchmarkSyncOneChange(b *testing.B) {
 				other *datapaths.NodeView
 			}{{"endpoint-flap", flap}, {"service-flap", gone}} {
 				b.Run(fmt.Sprintf("datapath=%s/services=%d/change=%s", layout.name, n, kind.name), func(b *testing.B) {
-					var rnd [4]byte
-					if _, err := rand.Read(rnd[:]); err != nil {
-						b.Fatal(err)
-					}
-					name := "prx-b" + hex.EncodeToString(rnd[:]) + "-nft"
-					ns, err := netnsutil.Create(name)
-					if err != nil {
-						b.Fatal(err)
-					}
-					defer func() {
-						if err := netnsutil.Delete(name); err != nil {
-							b.Errorf("delete netns %s: %v", name, err)
-						}
-					}()
+					ns := newTestNS(b)
 					dp, err := layout.New(datapaths.Config{Node: nodeA, NS: ns})
 					if err != nil {
 						b.Fatal(err)

@@ -51,7 +51,7 @@ func skipUnlessSupported(t *testing.T, err error) {
 	t.Fatal(err)
 }
 
-func newTestNS(t *testing.T) netnsutil.NS {
+func newTestNS(t testing.TB) netnsutil.NS {
 	t.Helper()
 	var rnd [4]byte
 	if _, err := rand.Read(rnd[:]); err != nil {
