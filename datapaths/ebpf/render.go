@@ -303,7 +303,7 @@ func renderCached(view *datapaths.NodeView, prev *idTable, cache *renderCache) (
 	for _, sn := range services {
 		name, svc := sn.name, sn.svc
 		f, ok := old[svc.Name]
-		if !ok || (f.src != svc && !equalService(f.in, svc)) {
+		if !ok || (f.in != svc && !equalService(f.in, svc)) {
 			f = &svcFrag{in: svc}
 			rc.frag = f
 			rc.renderService(svc)
@@ -311,7 +311,7 @@ func renderCached(view *datapaths.NodeView, prev *idTable, cache *renderCache) (
 		}
 		rc.merge(svc, f)
 		if _, dup := frags[svc.Name]; !dup {
-			f.src = svc
+			f.in = svc
 			frags[svc.Name] = f
 			if f.hasWarnings() {
 				warnFrags[name] = f
@@ -321,15 +321,11 @@ func renderCached(view *datapaths.NodeView, prev *idTable, cache *renderCache) (
 	if cache != nil {
 		gen := cache.gen + 1
 		rc.out.gen = gen
-		byPtr := make(map[*model.Service]*svcFrag, len(frags))
-		for _, f := range frags {
-			byPtr[f.src] = f
-		}
 		order := make([]*svcFrag, len(view.Cluster.Services))
 		for i, svc := range view.Cluster.Services {
 			order[i] = frags[svc.Name]
 		}
-		*cache = renderCache{ids: next, node: cloneNode(view.Node), proxy: cloneProxy(view.Proxy), frags: frags, byPtr: byPtr,
+		*cache = renderCache{ids: next, node: cloneNode(view.Node), proxy: cloneProxy(view.Proxy), frags: frags,
 			order: slices.Clone(view.Cluster.Services), orderFrags: order, last: rc.out,
 			refs: rc.refs, warnFrags: warnFrags, clean: !rc.dupWarned && len(frags) == len(services), gen: gen}
 	}
@@ -807,8 +803,7 @@ func cfgFlagNames(v uint32) string {
 // order render emitted it, so merging fragments reproduces the uncached
 // render exactly (frontend conflicts are still resolved in Service order).
 type svcFrag struct {
-	in       *model.Service // the input it was rendered from, for comparison (the model is immutable)
-	src      *model.Service // the input itself: the same pointer again is the same Service (the model is immutable)
+	in       *model.Service // the last input found equal to it: the same pointer again is the same Service (the model is immutable)
 	ops      []fragOp       // frontends and warnings, in emission order
 	groups   []fragGroup
 	backends []fragBackend
@@ -847,11 +842,6 @@ type renderCache struct {
 	node  *model.Node
 	proxy datapaths.ProxyConfig
 	frags map[model.ServiceName]*svcFrag
-	// byPtr finds a fragment by its input pointer. Callers hand the
-	// unchanged Services of the last view again (loadgen's churn and the
-	// labs do), so most Services of an incremental sync are a pointer
-	// lookup, not a deep comparison of every port and endpoint.
-	byPtr map[*model.Service]*svcFrag
 	// order is the last view's Service list (a copy), and orderFrags the
 	// fragment each of its positions resolved to, for the aligned walk of
 	// an incremental render.
@@ -1113,7 +1103,8 @@ func (rc *renderCtx) renderIncremental(c *renderCache, prev *idTable) (*desired,
 	// objects in the same order (loadgen's churn replaces, appends or
 	// deletes one), so most Services are one pointer comparison against
 	// the same position, with no hashing; j realigns after a Service was
-	// added or removed. Whatever does not line up takes the lookups below.
+	// added or removed. Whatever does not line up is found by name and
+	// compared (by pointer, then field by field).
 	svcs := rc.view.Cluster.Services
 	last, lastF := c.order, c.orderFrags
 	order := make([]*svcFrag, len(svcs))
@@ -1141,12 +1132,6 @@ func (rc *renderCtx) renderIncremental(c *renderCache, prev *idTable) (*desired,
 			j++
 		}
 		slow = append(slow, i)
-		if f := c.byPtr[svc]; f != nil && f.seen != gen {
-			f.seen = gen
-			matched++
-			order[i] = f
-			continue
-		}
 		key := svc.Name
 		f, ok := c.frags[key]
 		if ok {
@@ -1155,9 +1140,14 @@ func (rc *renderCtx) renderIncremental(c *renderCache, prev *idTable) (*desired,
 			}
 			f.seen = gen
 			matched++
+			if f.in == svc {
+				order[i] = f
+				continue
+			}
 			if equalService(f.in, svc) {
-				// The same Service in a new object: find it by this
+				// The same Service in a new object: compare by this
 				// pointer next time (once the render is committed).
+				order[i] = f
 				repointed = append(repointed, repoint{f, svc})
 				continue
 			}
@@ -1255,22 +1245,15 @@ func (rc *renderCtx) renderIncremental(c *renderCache, prev *idTable) (*desired,
 		}
 	}
 	for _, r := range repointed {
-		delete(c.byPtr, r.f.src)
-		r.f.src = r.src
-		c.byPtr[r.src] = r.f
+		r.f.in = r.src
 	}
 	for _, ch := range changes {
 		delete(c.warnFrags, ch.name)
-		if ch.old != nil && c.byPtr[ch.old.src] == ch.old {
-			delete(c.byPtr, ch.old.src)
-		}
 		if ch.new == nil {
 			delete(c.frags, ch.key)
 			continue
 		}
 		rc.merge(ch.svc, ch.new)
-		ch.new.src = ch.svc
-		c.byPtr[ch.svc] = ch.new
 		c.frags[ch.key] = ch.new
 		if ch.new.hasWarnings() {
 			c.warnFrags[ch.name] = ch.new
