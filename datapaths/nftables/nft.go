@@ -163,6 +163,15 @@ func blockRules(text string, decls map[string]setDecl) string {
 				base[f[0]+" "+f[1]+" "+f[2]] = true
 			}
 		}
+		// A set deleted (a stale affinity set) forgets its declaration,
+		// so decls does not grow with churn.
+		for _, kind := range []string{"delete set ", "delete map "} {
+			if rest, ok := strings.CutPrefix(l, kind); ok && decls != nil {
+				if f := strings.Fields(rest); len(f) >= 3 {
+					delete(decls, f[0]+" "+f[1]+" "+f[2])
+				}
+			}
+		}
 		// add map ip kube-proxy service-ips { type … ; comment "…" ; }
 		for _, kind := range []string{"set", "map"} {
 			rest, ok := strings.CutPrefix(l, "add "+kind+" ")

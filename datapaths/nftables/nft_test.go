@@ -53,6 +53,10 @@ add set ip kube-proxy firewall-src { type ipv4_addr ; flags interval ; }
 	if got := blockRules(in, decls); got != want {
 		t.Errorf("blockRules:\n%s\nwant:\n%s", got, want)
 	}
+	blockRules("delete set ip kube-proxy cluster-ips\n", decls)
+	if _, ok := decls["ip kube-proxy cluster-ips"]; ok {
+		t.Error("a deleted set's declaration is still remembered")
+	}
 }
 
 // TestBlockRulesSameRuleset loads every golden ruleset twice, as written
