@@ -133,27 +133,22 @@ func (a *attachment) key() string {
 }
 
 // tcHooks lists which program goes on which hook of which interface:
-// the uplink gets from_netdev at ingress, every other veth (a pod's, or a
-// client pod's) gets from_pod; all of them get to_dev at egress. The
+// the uplink and every other veth (a pod's, or a client pod's) get
+// from_dev at ingress and to_dev at egress. The
 // loopback device gets from_host at ingress only, for localhost NodePorts.
 func tcHooks(links []netlink.Link, uplink string) []attachment {
 	var out []attachment
 	for _, l := range links {
 		a := l.Attrs()
-		var ingress string
 		switch {
 		case a.Name == "lo":
 			out = append(out, attachment{ifname: a.Name, ifindex: a.Index, prog: lbProgFromHost})
 			continue
-		case a.Name == uplink:
-			ingress = lbProgFromNetdev
-		case l.Type() == "veth":
-			ingress = lbProgFromPod
-		default:
+		case a.Name != uplink && l.Type() != "veth":
 			continue
 		}
 		out = append(out,
-			attachment{ifname: a.Name, ifindex: a.Index, prog: ingress},
+			attachment{ifname: a.Name, ifindex: a.Index, prog: lbProgFromDev},
 			attachment{ifname: a.Name, ifindex: a.Index, egress: true, prog: lbProgToDev},
 		)
 	}
@@ -163,10 +158,8 @@ func tcHooks(links []netlink.Link, uplink string) []attachment {
 
 func (d *Datapath) program(name string) *ebpf.Program {
 	switch name {
-	case lbProgFromNetdev:
-		return d.objs.FromNetdev
-	case lbProgFromPod:
-		return d.objs.FromPod
+	case lbProgFromDev:
+		return d.objs.FromDev
 	case lbProgFromHost:
 		return d.objs.FromHost
 	case lbProgToDev:

@@ -597,7 +597,7 @@ func (d *Datapath) pinObjects() error {
 	}
 	p := &d.objs.lbPrograms
 	for name, pr := range map[string]*ebpf.Program{
-		lbProgFromPod: p.FromPod, lbProgFromNetdev: p.FromNetdev, lbProgFromHost: p.FromHost, lbProgToDev: p.ToDev,
+		lbProgFromDev: p.FromDev, lbProgFromHost: p.FromHost, lbProgToDev: p.ToDev,
 		lbProgSockConnect4: p.SockConnect4, lbProgSockSendmsg4: p.SockSendmsg4,
 		lbProgSockRecvmsg4: p.SockRecvmsg4, lbProgSockGetpeername4: p.SockGetpeername4,
 		lbProgSockConnect6: p.SockConnect6, lbProgSockSendmsg6: p.SockSendmsg6,

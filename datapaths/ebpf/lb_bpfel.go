@@ -261,9 +261,8 @@ const (
 	lbMapSrcRanges         = "src_ranges"
 	lbMapSrcRanges6        = "src_ranges6"
 	lbMapStats             = "stats"
+	lbProgFromDev          = "from_dev"
 	lbProgFromHost         = "from_host"
-	lbProgFromNetdev       = "from_netdev"
-	lbProgFromPod          = "from_pod"
 	lbProgSockConnect4     = "sock_connect4"
 	lbProgSockConnect6     = "sock_connect6"
 	lbProgSockGetpeername4 = "sock_getpeername4"
@@ -317,9 +316,8 @@ type lbSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type lbProgramSpecs struct {
+	FromDev          *ebpf.ProgramSpec `ebpf:"from_dev"`
 	FromHost         *ebpf.ProgramSpec `ebpf:"from_host"`
-	FromNetdev       *ebpf.ProgramSpec `ebpf:"from_netdev"`
-	FromPod          *ebpf.ProgramSpec `ebpf:"from_pod"`
 	SockConnect4     *ebpf.ProgramSpec `ebpf:"sock_connect4"`
 	SockConnect6     *ebpf.ProgramSpec `ebpf:"sock_connect6"`
 	SockGetpeername4 *ebpf.ProgramSpec `ebpf:"sock_getpeername4"`
@@ -440,9 +438,8 @@ type lbVariables struct {
 //
 // It can be passed to loadLbObjects or ebpf.CollectionSpec.LoadAndAssign.
 type lbPrograms struct {
+	FromDev          *ebpf.Program `ebpf:"from_dev"`
 	FromHost         *ebpf.Program `ebpf:"from_host"`
-	FromNetdev       *ebpf.Program `ebpf:"from_netdev"`
-	FromPod          *ebpf.Program `ebpf:"from_pod"`
 	SockConnect4     *ebpf.Program `ebpf:"sock_connect4"`
 	SockConnect6     *ebpf.Program `ebpf:"sock_connect6"`
 	SockGetpeername4 *ebpf.Program `ebpf:"sock_getpeername4"`
@@ -456,9 +453,8 @@ type lbPrograms struct {
 
 func (p *lbPrograms) Close() error {
 	return _LbClose(
+		p.FromDev,
 		p.FromHost,
-		p.FromNetdev,
-		p.FromPod,
 		p.SockConnect4,
 		p.SockConnect6,
 		p.SockGetpeername4,

@@ -197,7 +197,7 @@ type flowState struct {
 
 // flowStep is one packet of a table case and what must come out of it.
 type flowStep struct {
-	prog    string // lbProgFromPod, lbProgFromNetdev or lbProgToDev
+	prog    string // lbProgFromDev or lbProgToDev
 	pkt     func(s *flowState) []byte
 	verdict uint32
 	// check inspects the output packet; nil checks only the verdict.
@@ -206,10 +206,8 @@ type flowStep struct {
 
 func (h *progHarness) prog(name string) *ebpf.Program {
 	switch name {
-	case lbProgFromPod:
-		return h.objs.FromPod
-	case lbProgFromNetdev:
-		return h.objs.FromNetdev
+	case lbProgFromDev:
+		return h.objs.FromDev
 	case lbProgToDev:
 		return h.objs.ToDev
 	}
@@ -283,7 +281,7 @@ func TestProgPacketFlows(t *testing.T) {
 		steps []flowStep
 	}{
 		{"pod to ClusterIP: DNAT, pod source kept, reply reverse-NATed", []flowStep{
-			{prog: lbProgFromPod, pkt: fixed(tcpSyn("198.18.64.20:40000", "198.19.0.80:80", 1000)), verdict: tcActRedirect,
+			{prog: lbProgFromDev, pkt: fixed(tcpSyn("198.18.64.20:40000", "198.19.0.80:80", 1000)), verdict: tcActRedirect,
 				check: func(t *testing.T, s *flowState, p parsedPacket) {
 					toBackend("198.18.64.20:40000", hello...)(t, s, p)
 					if p.ttl != 63 {
@@ -293,7 +291,7 @@ func TestProgPacketFlows(t *testing.T) {
 						t.Errorf("dst MAC %s, want the neighbour's %s", p.dstMAC, neighbourMAC)
 					}
 				}},
-			{prog: lbProgFromPod, verdict: tcActRedirect,
+			{prog: lbProgFromDev, verdict: tcActRedirect,
 				pkt: fixed(buildPacket(pktSpec{proto: protoTCP, src: ap("198.18.64.20:40000"), dst: ap("198.19.0.80:80"), flags: tcpACK, seq: 1001, ack: 8})),
 				check: func(t *testing.T, s *flowState, p parsedPacket) {
 					if p.dst != s.backend {
@@ -301,37 +299,37 @@ func TestProgPacketFlows(t *testing.T) {
 					}
 				}},
 			// A remote backend's reply arrives on the uplink.
-			{prog: lbProgFromNetdev, pkt: replyFromBackend, verdict: tcActRedirect, check: wantTuple("198.19.0.80:80", "198.18.64.20:40000")},
+			{prog: lbProgFromDev, pkt: replyFromBackend, verdict: tcActRedirect, check: wantTuple("198.19.0.80:80", "198.18.64.20:40000")},
 		}},
 		{"external client to NodePort (eTP=Cluster): SNAT to the node, reply restored", []flowStep{
-			{prog: lbProgFromNetdev, pkt: fixed(tcpSyn("198.18.0.200:50000", "198.18.0.11:30080", 5)), verdict: tcActRedirect, check: snatToNode(hello...)},
-			{prog: lbProgFromPod, pkt: replyFromBackend, verdict: tcActRedirect, check: wantTuple("198.18.0.11:30080", "198.18.0.200:50000")},
+			{prog: lbProgFromDev, pkt: fixed(tcpSyn("198.18.0.200:50000", "198.18.0.11:30080", 5)), verdict: tcActRedirect, check: snatToNode(hello...)},
+			{prog: lbProgFromDev, pkt: replyFromBackend, verdict: tcActRedirect, check: wantTuple("198.18.0.11:30080", "198.18.0.200:50000")},
 		}},
 		{"external client to ClusterIP: SNAT (source outside the cluster CIDR)", []flowStep{
-			{prog: lbProgFromNetdev, pkt: fixed(tcpSyn("198.18.0.200:50001", "198.19.0.80:80", 5)), verdict: tcActRedirect, check: snatToNode(hello...)},
-			{prog: lbProgFromNetdev, pkt: replyFromBackend, verdict: tcActRedirect, check: wantTuple("198.19.0.80:80", "198.18.0.200:50001")},
+			{prog: lbProgFromDev, pkt: fixed(tcpSyn("198.18.0.200:50001", "198.19.0.80:80", 5)), verdict: tcActRedirect, check: snatToNode(hello...)},
+			{prog: lbProgFromDev, pkt: replyFromBackend, verdict: tcActRedirect, check: wantTuple("198.19.0.80:80", "198.18.0.200:50001")},
 		}},
 		{"eTP=Local NodePort keeps the client source and uses only local endpoints", []flowStep{
-			{prog: lbProgFromNetdev, pkt: fixed(tcpSyn("198.18.0.200:50002", "198.18.0.11:30082", 5)), verdict: tcActRedirect,
+			{prog: lbProgFromDev, pkt: fixed(tcpSyn("198.18.0.200:50002", "198.18.0.11:30082", 5)), verdict: tcActRedirect,
 				check: toBackend("198.18.0.200:50002", "198.18.64.20:8080")},
-			{prog: lbProgFromPod, pkt: replyFromBackend, verdict: tcActRedirect, check: wantTuple("198.18.0.11:30082", "198.18.0.200:50002")},
+			{prog: lbProgFromDev, pkt: replyFromBackend, verdict: tcActRedirect, check: wantTuple("198.18.0.11:30082", "198.18.0.200:50002")},
 		}},
 		{"eTP=Local LoadBalancer IP from a pod: short-circuit to all endpoints, source kept", []flowStep{
-			{prog: lbProgFromPod, pkt: fixed(tcpSyn("198.18.64.21:40000", "198.18.1.82:80", 5)), verdict: tcActRedirect,
+			{prog: lbProgFromDev, pkt: fixed(tcpSyn("198.18.64.21:40000", "198.18.1.82:80", 5)), verdict: tcActRedirect,
 				check: toBackend("198.18.64.21:40000", "198.18.64.20:8080", "198.18.65.20:8080")},
 		}},
 		{"eTP=Local without local endpoints: external traffic dropped", []flowStep{
-			{prog: lbProgFromNetdev, pkt: fixed(tcpSyn("198.18.0.200:50003", "198.18.0.11:30083", 5)), verdict: tcActShot},
+			{prog: lbProgFromDev, pkt: fixed(tcpSyn("198.18.0.200:50003", "198.18.0.11:30083", 5)), verdict: tcActShot},
 		}},
 		{"eTP=Local without local endpoints: pod traffic still served", []flowStep{
-			{prog: lbProgFromPod, pkt: fixed(tcpSyn("198.18.64.22:40000", "198.18.0.11:30083", 5)), verdict: tcActRedirect,
+			{prog: lbProgFromDev, pkt: fixed(tcpSyn("198.18.64.22:40000", "198.18.0.11:30083", 5)), verdict: tcActRedirect,
 				check: toBackend("198.18.64.22:40000", "198.18.65.30:8080")},
 		}},
 		{"iTP=Local without local endpoints: dropped", []flowStep{
-			{prog: lbProgFromPod, pkt: fixed(tcpSyn("198.18.64.23:40000", "198.19.0.92:80", 5)), verdict: tcActShot},
+			{prog: lbProgFromDev, pkt: fixed(tcpSyn("198.18.64.23:40000", "198.19.0.92:80", 5)), verdict: tcActShot},
 		}},
 		{"no endpoints, TCP: RST generated and bounced back", []flowStep{
-			{prog: lbProgFromPod, pkt: fixed(tcpSyn("198.18.64.24:40000", "198.19.0.81:80", 1000)), verdict: tcActRedirect,
+			{prog: lbProgFromDev, pkt: fixed(tcpSyn("198.18.64.24:40000", "198.19.0.81:80", 1000)), verdict: tcActRedirect,
 				check: func(t *testing.T, _ *flowState, p parsedPacket) {
 					wantTuple("198.19.0.81:80", "198.18.64.24:40000")(t, nil, p)
 					if p.flags != tcpRST|tcpACK || p.ack != 1001 || p.seq != 0 {
@@ -343,7 +341,7 @@ func TestProgPacketFlows(t *testing.T) {
 				}},
 		}},
 		{"no endpoints, TCP ACK: RST with the acknowledged sequence", []flowStep{
-			{prog: lbProgFromNetdev, verdict: tcActRedirect,
+			{prog: lbProgFromDev, verdict: tcActRedirect,
 				pkt: fixed(buildPacket(pktSpec{proto: protoTCP, src: ap("198.18.0.200:50004"), dst: ap("198.19.0.81:80"), flags: tcpACK | tcpPSH, seq: 10, ack: 4242, payload: []byte("hello")})),
 				check: func(t *testing.T, _ *flowState, p parsedPacket) {
 					if p.flags != tcpRST || p.seq != 4242 {
@@ -352,7 +350,7 @@ func TestProgPacketFlows(t *testing.T) {
 				}},
 		}},
 		{"no endpoints, UDP: ICMP port unreachable quoting the datagram", []flowStep{
-			{prog: lbProgFromPod, pkt: fixed(udpPkt("198.18.64.25:40000", "198.19.0.54:53")), verdict: tcActRedirect,
+			{prog: lbProgFromDev, pkt: fixed(udpPkt("198.18.64.25:40000", "198.19.0.54:53")), verdict: tcActRedirect,
 				check: func(t *testing.T, _ *flowState, p parsedPacket) {
 					if p.proto != 1 || p.icmpType != 3 || p.icmpCode != 3 || p.src.Addr() != addr("198.19.0.54") || p.dst.Addr() != addr("198.18.64.25") ||
 						p.innerSrc != ap("198.18.64.25:40000") || p.innerDst != ap("198.19.0.54:53") {
@@ -361,32 +359,32 @@ func TestProgPacketFlows(t *testing.T) {
 				}},
 		}},
 		{"source ranges: allowed client served", []flowStep{
-			{prog: lbProgFromNetdev, pkt: fixed(tcpSyn("198.18.0.200:50005", "198.18.1.85:80", 5)), verdict: tcActRedirect, check: snatToNode("198.18.64.50:8080")},
+			{prog: lbProgFromDev, pkt: fixed(tcpSyn("198.18.0.200:50005", "198.18.1.85:80", 5)), verdict: tcActRedirect, check: snatToNode("198.18.64.50:8080")},
 		}},
 		{"source ranges: other client dropped", []flowStep{
-			{prog: lbProgFromNetdev, pkt: fixed(tcpSyn("198.18.0.201:50005", "198.18.1.85:80", 5)), verdict: tcActShot},
+			{prog: lbProgFromDev, pkt: fixed(tcpSyn("198.18.0.201:50005", "198.18.1.85:80", 5)), verdict: tcActShot},
 		}},
 		{"source ranges do not apply to the NodePort", []flowStep{
-			{prog: lbProgFromNetdev, pkt: fixed(tcpSyn("198.18.0.201:50006", "198.18.0.11:30085", 5)), verdict: tcActRedirect, check: snatToNode("198.18.64.50:8080")},
+			{prog: lbProgFromDev, pkt: fixed(tcpSyn("198.18.0.201:50006", "198.18.0.11:30085", 5)), verdict: tcActRedirect, check: snatToNode("198.18.64.50:8080")},
 		}},
 		{"hairpin: an endpoint reaching itself is SNATed to the node", []flowStep{
-			{prog: lbProgFromPod, pkt: fixed(tcpSyn("198.18.64.90:40000", "198.19.0.90:80", 5)), verdict: tcActRedirect, check: snatToNode("198.18.64.90:8080")},
-			{prog: lbProgFromPod, pkt: replyFromBackend, verdict: tcActRedirect, check: wantTuple("198.19.0.90:80", "198.18.64.90:40000")},
+			{prog: lbProgFromDev, pkt: fixed(tcpSyn("198.18.64.90:40000", "198.19.0.90:80", 5)), verdict: tcActRedirect, check: snatToNode("198.18.64.90:8080")},
+			{prog: lbProgFromDev, pkt: replyFromBackend, verdict: tcActRedirect, check: wantTuple("198.19.0.90:80", "198.18.64.90:40000")},
 		}},
 		{"host-network endpoint on this node: delivered locally, reply NATed at egress", []flowStep{
-			{prog: lbProgFromPod, pkt: fixed(tcpSyn("198.18.64.26:40000", "198.19.0.91:80", 5)), verdict: tcActOK,
+			{prog: lbProgFromDev, pkt: fixed(tcpSyn("198.18.64.26:40000", "198.19.0.91:80", 5)), verdict: tcActOK,
 				check: toBackend("198.18.64.26:40000", "198.18.0.11:10250")},
 			{prog: lbProgToDev, pkt: replyFromBackend, verdict: tcActOK, check: wantTuple("198.19.0.91:80", "198.18.64.26:40000")},
 		}},
 		{"UDP to ClusterIP and back", []flowStep{
-			{prog: lbProgFromPod, pkt: fixed(udpPkt("198.18.64.27:40000", "198.19.0.53:53")), verdict: tcActRedirect,
+			{prog: lbProgFromDev, pkt: fixed(udpPkt("198.18.64.27:40000", "198.19.0.53:53")), verdict: tcActRedirect,
 				check: toBackend("198.18.64.27:40000", "198.18.65.53:5353")},
-			{prog: lbProgFromNetdev, pkt: func(s *flowState) []byte {
+			{prog: lbProgFromDev, pkt: func(s *flowState) []byte {
 				return buildPacket(pktSpec{proto: protoUDP, src: s.backend, dst: s.snat, payload: []byte("answer\n")})
 			}, verdict: tcActRedirect, check: wantTuple("198.19.0.53:53", "198.18.64.27:40000")},
 		}},
 		{"not a Service: passed untouched", []flowStep{
-			{prog: lbProgFromPod, pkt: fixed(tcpSyn("198.18.64.28:40000", "198.18.65.10:8080", 5)), verdict: tcActOK,
+			{prog: lbProgFromDev, pkt: fixed(tcpSyn("198.18.64.28:40000", "198.18.65.10:8080", 5)), verdict: tcActOK,
 				check: wantTuple("198.18.64.28:40000", "198.18.65.10:8080")},
 		}},
 	}
@@ -431,7 +429,7 @@ func TestProgAffinity(t *testing.T) {
 		seen := map[netip.AddrPort]int{}
 		for i := range 60 {
 			src := netip.AddrPortFrom(addr("198.18.64.30"), uint16(41000+i))
-			ret, out := h.run(t, h.objs.FromPod, buildPacket(pktSpec{proto: protoTCP, src: src, dst: ap(vip), flags: tcpSYN}))
+			ret, out := h.run(t, h.objs.FromDev, buildPacket(pktSpec{proto: protoTCP, src: src, dst: ap(vip), flags: tcpSYN}))
 			if ret != tcActRedirect {
 				t.Fatalf("verdict %d, want redirect", ret)
 			}
@@ -463,7 +461,7 @@ func TestProgUDPResteer(t *testing.T) {
 
 	send := func(pkt []byte) parsedPacket {
 		t.Helper()
-		ret, out := h.run(t, h.objs.FromPod, pkt)
+		ret, out := h.run(t, h.objs.FromDev, pkt)
 		if ret != tcActRedirect {
 			t.Fatalf("verdict %d, want redirect", ret)
 		}
@@ -510,7 +508,7 @@ func TestFlushConntrack(t *testing.T) {
 	syn := buildPacket(pktSpec{proto: protoTCP, src: ap("198.18.64.31:40001"), dst: ap("198.19.0.87:80"), flags: tcpSYN})
 	send := func() netip.AddrPort {
 		t.Helper()
-		ret, out := h.run(t, h.objs.FromPod, syn)
+		ret, out := h.run(t, h.objs.FromDev, syn)
 		if ret != tcActRedirect {
 			t.Fatalf("verdict %d, want redirect", ret)
 		}
@@ -558,7 +556,7 @@ func TestProgFragments(t *testing.T) {
 
 	var l4 []byte
 	for i, f := range [][]byte{f1, f2} {
-		ret, out := h.run(t, h.objs.FromPod, f)
+		ret, out := h.run(t, h.objs.FromDev, f)
 		if ret != tcActRedirect {
 			t.Fatalf("fragment %d: verdict %d, want redirect", i, ret)
 		}
@@ -600,7 +598,7 @@ func TestProgLocalhostNodePort(t *testing.T) {
 	}
 	snatToNode("198.18.64.10:8080", "198.18.64.11:8080", "198.18.65.10:8080")(t, s, p)
 
-	ret, out = h.run(t, h.objs.FromPod, replyFromBackend(s))
+	ret, out = h.run(t, h.objs.FromDev, replyFromBackend(s))
 	if ret != tcActRedirect {
 		t.Fatalf("reply verdict %d, want redirect (to lo)", ret)
 	}
@@ -652,24 +650,24 @@ func TestProgIPv6(t *testing.T) {
 	// No IPv6 route in the test namespace: translated packets go up the
 	// stack (TC_ACT_OK) rather than being redirected.
 	s := &flowState{}
-	p := run(h.objs.FromPod, buildPacket6(pktSpec{proto: protoTCP, src: ap("[2001:db8:64:1::20]:40000"), dst: ap("[2001:db8:19::80]:80"), flags: tcpSYN}), tcActOK)
+	p := run(h.objs.FromDev, buildPacket6(pktSpec{proto: protoTCP, src: ap("[2001:db8:64:1::20]:40000"), dst: ap("[2001:db8:19::80]:80"), flags: tcpSYN}), tcActOK)
 	toBackend("[2001:db8:64:1::20]:40000", backends...)(t, s, p)
-	p = run(h.objs.FromNetdev, buildPacket6(pktSpec{proto: protoTCP, src: s.backend, dst: s.snat, flags: tcpSYN | tcpACK}), tcActOK)
+	p = run(h.objs.FromDev, buildPacket6(pktSpec{proto: protoTCP, src: s.backend, dst: s.snat, flags: tcpSYN | tcpACK}), tcActOK)
 	wantTuple("[2001:db8:19::80]:80", "[2001:db8:64:1::20]:40000")(t, s, p)
 
-	p = run(h.objs.FromNetdev, buildPacket6(pktSpec{proto: protoTCP, src: ap("[2001:db8:18::c8]:50000"), dst: ap("[2001:db8:18::b]:30080"), flags: tcpSYN}), tcActOK)
+	p = run(h.objs.FromDev, buildPacket6(pktSpec{proto: protoTCP, src: ap("[2001:db8:18::c8]:50000"), dst: ap("[2001:db8:18::b]:30080"), flags: tcpSYN}), tcActOK)
 	toBackend("", backends...)(t, s, p)
 	if p.src.Addr() != addr("2001:db8:18::b") {
 		t.Errorf("NodePort over IPv6: source %s, want the node's 2001:db8:18::b", p.src)
 	}
-	p = run(h.objs.FromPod, buildPacket6(pktSpec{proto: protoTCP, src: s.backend, dst: s.snat, flags: tcpSYN | tcpACK}), tcActOK)
+	p = run(h.objs.FromDev, buildPacket6(pktSpec{proto: protoTCP, src: s.backend, dst: s.snat, flags: tcpSYN | tcpACK}), tcActOK)
 	wantTuple("[2001:db8:18::b]:30080", "[2001:db8:18::c8]:50000")(t, s, p)
 
-	p = run(h.objs.FromPod, buildPacket6(pktSpec{proto: protoTCP, src: ap("[2001:db8:64:1::21]:40000"), dst: ap("[2001:db8:19::81]:80"), flags: tcpSYN, seq: 99}), tcActRedirect)
+	p = run(h.objs.FromDev, buildPacket6(pktSpec{proto: protoTCP, src: ap("[2001:db8:64:1::21]:40000"), dst: ap("[2001:db8:19::81]:80"), flags: tcpSYN, seq: 99}), tcActRedirect)
 	if p.flags != tcpRST|tcpACK || p.ack != 100 || p.src != ap("[2001:db8:19::81]:80") {
 		t.Errorf("TCP reject over IPv6: %s, want RST|ACK ack=100 from the ClusterIP", p)
 	}
-	p = run(h.objs.FromPod, buildPacket6(pktSpec{proto: protoUDP, src: ap("[2001:db8:64:1::21]:40000"), dst: ap("[2001:db8:19::81]:81"), payload: []byte("x")}), tcActRedirect)
+	p = run(h.objs.FromDev, buildPacket6(pktSpec{proto: protoUDP, src: ap("[2001:db8:64:1::21]:40000"), dst: ap("[2001:db8:19::81]:81"), payload: []byte("x")}), tcActRedirect)
 	if p.proto != 58 || p.icmpType != 1 || p.icmpCode != 4 || p.innerDst != ap("[2001:db8:19::81]:81") {
 		t.Errorf("UDP reject over IPv6: %s, want ICMPv6 port unreachable quoting the datagram", p)
 	}

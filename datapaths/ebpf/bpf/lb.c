@@ -3,8 +3,9 @@
 // lb.c: proxyrig's eBPF Service datapath, a kube-proxy replacement.
 //
 // Programs:
-//   from_pod      tc ingress of every pod-facing veth on the node
-//   from_netdev   tc ingress of the node's uplink (eth0)
+//   from_dev      tc ingress of every pod-facing veth on the node and of
+//                 the node's uplink (eth0): one program serves both, since
+//                 a packet's treatment does not depend on which it came in
 //   from_host     tc ingress of the node's loopback: node sockets bound to
 //                 127.0.0.1 reaching a localhost NodePort
 //   to_dev        tc egress of the same devices: reverse NAT of replies the
@@ -79,9 +80,8 @@ struct icmp_hdr {
 #define IP_DST_OFF (ETH_HLEN + 16)
 
 // Where a program runs, for the decisions that depend on it.
-#define HOOK_NETDEV 0 // uplink ingress: traffic from other hosts
-#define HOOK_POD 1    // pod veth ingress: traffic from a pod
-#define HOOK_HOST 2   // loopback ingress: traffic from the node itself
+#define HOOK_DEV 0  // pod veth or uplink ingress: from a pod or another host
+#define HOOK_HOST 2 // loopback ingress: traffic from the node itself
 
 // pkt is what the programs need of a parsed IPv4 TCP/UDP packet.
 struct pkt {
@@ -959,7 +959,7 @@ static __always_inline int sock4_xlate(struct bpf_sock_addr *ctx)
 		return 1;
 
 	if ((svc->flags & SVC_SRC_RANGE) && !src_allowed(svc->id, ns->addr4))
-		return 1; // untranslated: to_dev (node) or from_pod drops it
+		return 1; // untranslated: to_dev (node) or from_dev drops it
 	switch (sock_policy(ns, svc, CFG_DETECTOR)) {
 	case SOCK_TO_TC:
 		return 1;
@@ -975,7 +975,7 @@ static __always_inline int sock4_xlate(struct bpf_sock_addr *ctx)
 		return 0;
 	}
 	if (svc->count == 0)
-		return 1; // untranslated: dropped at egress (to_dev) or from_pod
+		return 1; // untranslated: dropped at egress (to_dev) or from_dev
 
 	src[2] = dst[2] = bpf_htonl(0xffff);
 	src[3] = ctx->sk->src_ip4;
@@ -1050,20 +1050,15 @@ int sock_getpeername4(struct bpf_sock_addr *ctx)
 
 // ---- tc entry points: dispatch on the L3 protocol ----
 
+// from_dev is the ingress of pod veths and of the uplink alike. They were
+// two programs once (as in Cilium, whose netdev program does more); here
+// they were the same code, and every full sync verified it twice.
 SEC("tc")
-int from_pod(struct __sk_buff *skb)
+int from_dev(struct __sk_buff *skb)
 {
 	if (skb->protocol == bpf_htons(ETH_P_IPV6))
 		return lb6(skb, 0);
-	return lb4(skb, HOOK_POD);
-}
-
-SEC("tc")
-int from_netdev(struct __sk_buff *skb)
-{
-	if (skb->protocol == bpf_htons(ETH_P_IPV6))
-		return lb6(skb, 0);
-	return lb4(skb, HOOK_NETDEV);
+	return lb4(skb, HOOK_DEV);
 }
 
 // from_host serves IPv4 only: kube-proxy has no IPv6 localhost NodePorts.
