@@ -76,8 +76,17 @@ func isServiceChain(name string) bool {
 // protocol)), first 16 characters. servicePortName is "ns/name:port" (or
 // "ns/name" for an unnamed port) and protocol is lower case ("tcp").
 func portProtoHash(servicePortName, protocol string) string {
-	sum := sha256.Sum256([]byte(servicePortName + protocol))
-	return base32.StdEncoding.EncodeToString(sum[:])[:16]
+	var buf [128]byte
+	h := hash16(append(append(buf[:0], servicePortName...), protocol...))
+	return string(h[:])
+}
+
+// hash16 is the first 16 base32 characters of sha256(in). 16 characters
+// encode exactly the first 10 bytes of the sum, so only those are encoded.
+func hash16(in []byte) (h [16]byte) {
+	sum := sha256.Sum256(in)
+	base32.StdEncoding.Encode(h[:], sum[:10])
+	return h
 }
 
 func svcChainName(servicePortName, protocol string) string {
@@ -99,8 +108,9 @@ func fwChainName(servicePortName, protocol string) string {
 // sepChainName hashes the endpoint ("10.0.0.1:80" or "[2001:db8::1]:80")
 // together with the service port name and protocol.
 func sepChainName(servicePortName, protocol, endpoint string) string {
-	sum := sha256.Sum256([]byte(servicePortName + protocol + endpoint))
-	return sepChainPrefix + base32.StdEncoding.EncodeToString(sum[:])[:16]
+	var buf [160]byte
+	h := hash16(append(append(append(buf[:0], servicePortName...), protocol...), endpoint...))
+	return sepChainPrefix + string(h[:])
 }
 
 // computeProbability is the probability of the rule that picks one of n

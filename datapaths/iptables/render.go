@@ -221,16 +221,24 @@ func (c *renderCache) family(f Family) *familyCache {
 	return fc
 }
 
-// familyCache is one family's cache: entries of the last render (prev)
-// and of the current one (next); what a render does not use is dropped.
+// familyCache is one family's cache: the entries of the last render in
+// its Service order (prev) and those of the current one (next); what a
+// render does not use is dropped. Both renders walk their Services sorted
+// by name, so a cursor over prev finds each unchanged Service with a
+// pointer comparison, without a map keyed by 10,000 Services.
 type familyCache struct {
 	key        string
-	prev, next map[*model.Service]*cachedService
+	prev, next []cachedService
+	pos        int // the cursor in prev
+	// topLens are the top-level chains' lengths in the last render, so the
+	// next one allocates them once.
+	topLens [numTopChains]int
 }
 
 // cachedService is one Service's output: ok is false when the Service is
 // not proxied in the family.
 type cachedService struct {
+	svc *model.Service
 	sc  ServiceChains
 	ok  bool
 	top []topRule
@@ -238,7 +246,8 @@ type cachedService struct {
 
 // topRule is one rule a Service adds to a top-level chain.
 type topRule struct {
-	table, chain, rule string
+	chain topChain
+	rule  string
 }
 
 // begin starts a render with context key; a different key empties the
@@ -248,45 +257,67 @@ func (c *familyCache) begin(key string) {
 		c.prev = nil
 	}
 	c.key = key
-	c.next = make(map[*model.Service]*cachedService, len(c.prev))
+	c.pos = 0
+	c.next = c.next[:0]
 }
 
-// end makes this render's entries the ones the next render can reuse.
-func (c *familyCache) end() {
-	c.prev, c.next = c.next, nil
-}
-
-// chainSet builds chains while keeping their declaration order.
-type chainSet struct {
-	order []string
-	rules map[string][]string
-}
-
-func newChainSet(names ...string) *chainSet {
-	cs := &chainSet{rules: map[string][]string{}}
-	for _, n := range names {
-		cs.declare(n)
+// lookup returns the last render's entry for svc when it was the same
+// Service (pointer), or nil. Calls come in name order.
+func (c *familyCache) lookup(svc *model.Service) *cachedService {
+	for c.pos < len(c.prev) {
+		e := &c.prev[c.pos]
+		if e.svc == svc {
+			c.pos++
+			return e
+		}
+		if e.svc.Name.Compare(svc.Name) >= 0 {
+			// svc is new, or changed (same name, another pointer).
+			return nil
+		}
+		c.pos++ // e's Service is gone
 	}
-	return cs
+	return nil
 }
 
-func (cs *chainSet) declare(name string) {
-	if _, ok := cs.rules[name]; !ok {
-		cs.order = append(cs.order, name)
-		cs.rules[name] = nil
+// end makes this render's entries the ones the next render can reuse; the
+// previous ones' array is kept, emptied, for the render after.
+func (c *familyCache) end(fc *familyCtx) {
+	old := c.prev
+	c.prev, c.next = c.next, old[:0]
+	clear(old)
+	for i := range c.topLens {
+		c.topLens[i] = len(fc.top[i])
 	}
 }
 
-func (cs *chainSet) add(chain string, words ...string) {
-	cs.rules[chain] = append(cs.rules[chain], strings.Join(words, " "))
+// topChain is one of the top-level chains, which Services add rules to and
+// every sync rewrites; the order is their declaration order in each table.
+type topChain uint8
+
+const (
+	filterServices topChain = iota
+	filterExternalServices
+	filterForward
+	filterNodePorts
+	filterProxyFirewall
+	filterKubeletFirewall
+	natServices
+	natNodePorts
+	natPostrouting
+	natMarkMasq
+	numTopChains
+)
+
+var topChainNames = [numTopChains]string{
+	kubeServicesChain, kubeExternalServicesChain, kubeForwardChain, kubeNodePortsChain, kubeProxyFirewallChain, kubeletFirewallChain,
+	kubeServicesChain, kubeNodePortsChain, kubePostroutingChain, kubeMarkMasqChain,
 }
 
-func (cs *chainSet) chains() []Chain {
-	out := make([]Chain, 0, len(cs.order))
-	for _, n := range cs.order {
-		out = append(out, Chain{Name: n, Rules: cs.rules[n]})
+func (c topChain) table() string {
+	if c < natServices {
+		return tableFilter
 	}
-	return out
+	return tableNAT
 }
 
 // familyCtx holds the per-family, per-node settings derived from the view.
@@ -308,28 +339,32 @@ type familyCtx struct {
 	localhostNP      bool
 	largeCluster     bool
 	probs            probabilityCache
-	sepNames         map[*model.Endpoint]sepInfo
 
-	filter *chainSet
-	nat    *chainSet
-	// top, while rendering a Service, records its top-level rules for the
-	// render cache.
-	top *[]topRule
+	// top holds the rules of the top-level chains.
+	top [numTopChains][]string
+	// record: keep each Service's top-level rules for the render cache.
+	record bool
+	// sr is the Service being rendered; its buffers are reused.
+	sr serviceRender
+}
+
+// add appends a rule that belongs to no Service to a top-level chain.
+func (fc *familyCtx) add(c topChain, words ...string) {
+	fc.top[c] = append(fc.top[c], strings.Join(words, " "))
 }
 
 // replay adds a cached Service's top-level rules, in their order.
 func (fc *familyCtx) replay(rules []topRule) {
 	for _, r := range rules {
-		cs := fc.nat
-		if r.table == tableFilter {
-			cs = fc.filter
-		}
-		cs.rules[r.chain] = append(cs.rules[r.chain], r.rule)
+		fc.top[r.chain] = append(fc.top[r.chain], r.rule)
 	}
 }
 
+// byName orders Services as their "namespace/name" strings sort.
+func byName(a, b *model.Service) int { return a.Name.Compare(b.Name) }
+
 func renderFamily(view *datapaths.NodeView, f Family, env Env, cache *familyCache) *FamilyRules {
-	fc := &familyCtx{family: f, env: env, proxy: view.Proxy, node: view.Node, sepNames: map[*model.Endpoint]sepInfo{}}
+	fc := &familyCtx{family: f, env: env, proxy: view.Proxy, node: view.Node}
 	for _, p := range view.Proxy.ClusterCIDRs {
 		// kube-proxy's ClusterCIDR detector takes one CIDR per family.
 		if p.IsValid() && f.has(p.Addr()) {
@@ -370,44 +405,64 @@ func renderFamily(view *datapaths.NodeView, f Family, env Env, cache *familyCach
 			node = fmt.Sprintf("%+v", *view.Node)
 		}
 		cache.begin(fmt.Sprintf("%+v|%+v|%s|%v", env, view.Proxy, node, fc.largeCluster))
-		defer cache.end()
+		defer cache.end(fc)
+		fc.record = true
+		for i, n := range cache.topLens {
+			if n > 0 {
+				fc.top[i] = make([]string, 0, n)
+			}
+		}
 	}
-
-	fc.filter = newChainSet(kubeServicesChain, kubeExternalServicesChain, kubeForwardChain, kubeNodePortsChain, kubeProxyFirewallChain, kubeletFirewallChain)
-	fc.nat = newChainSet(kubeServicesChain, kubeNodePortsChain, kubePostroutingChain, kubeMarkMasqChain)
 
 	fc.writeBaseRules()
 
 	out := &FamilyRules{Family: f, Jumps: slices.Clone(jumpRules), LocalhostNodePorts: fc.localhostNP, LargeCluster: fc.largeCluster}
-	services := slices.Clone(view.Cluster.Services)
-	slices.SortFunc(services, func(a, b *model.Service) int {
-		return a.Name.Compare(b.Name)
-	})
+	// The model sorts Services by namespace, then name; the rules follow
+	// the order of "namespace/name", which differs only when a namespace
+	// is a prefix of another.
+	services := view.Cluster.Services
+	if !slices.IsSortedFunc(services, byName) {
+		services = slices.Clone(services)
+		slices.SortFunc(services, byName)
+	}
 	out.Services = make([]ServiceChains, 0, len(services))
 	for _, svc := range services {
+		var sc ServiceChains
+		var ok bool
 		var cs *cachedService
 		if cache != nil {
-			cs = cache.prev[svc]
+			cs = cache.lookup(svc)
 		}
-		if cs == nil {
-			cs = &cachedService{}
-			fc.top = &cs.top
-			cs.sc, cs.ok = fc.renderService(svc)
-			fc.top = nil
-		} else {
+		if cs != nil {
 			fc.replay(cs.top)
+			cache.next = append(cache.next, *cs)
+			sc, ok = cs.sc, cs.ok
+		} else {
+			var top []topRule
+			sc, ok, top = fc.renderService(svc)
+			if cache != nil {
+				cache.next = append(cache.next, cachedService{svc: svc, sc: sc, ok: ok, top: top})
+			}
 		}
-		if cache != nil {
-			cache.next[svc] = cs
-		}
-		if cs.ok {
-			out.Services = append(out.Services, cs.sc)
+		if ok {
+			out.Services = append(out.Services, sc)
 		}
 	}
 	fc.writeTailRules()
 
-	out.Filter = fc.filter.chains()
-	out.NAT = fc.nat.chains()
+	out.Filter = make([]Chain, 0, natServices)
+	out.NAT = make([]Chain, 0, numTopChains-natServices)
+	for c := range numTopChains {
+		if len(fc.top[c]) == 0 {
+			fc.top[c] = nil
+		}
+		ch := Chain{Name: topChainNames[c], Rules: fc.top[c]}
+		if c.table() == tableFilter {
+			out.Filter = append(out.Filter, ch)
+		} else {
+			out.NAT = append(out.NAT, ch)
+		}
+	}
 	return out
 }
 
@@ -463,22 +518,22 @@ func (fc *familyCtx) resolveNodePortAddresses() {
 
 // writeBaseRules writes the rules that do not depend on any Service.
 func (fc *familyCtx) writeBaseRules() {
-	fc.nat.add(kubePostroutingChain, "-m", "mark", "!", "--mark", masqueradeMark+"/"+masqueradeMark, "-j", "RETURN")
+	fc.add(natPostrouting, "-m", "mark", "!", "--mark", masqueradeMark+"/"+masqueradeMark, "-j", "RETURN")
 	// Clear the mark so a packet that re-traverses the stack (e.g. via a
 	// bridge or tunnel) is not masqueraded twice.
-	fc.nat.add(kubePostroutingChain, "-j", "MARK", "--xor-mark", masqueradeMark)
+	fc.add(natPostrouting, "-j", "MARK", "--xor-mark", masqueradeMark)
 	masq := []string{"-m", "comment", "--comment", `"kubernetes service traffic requiring SNAT"`, "-j", "MASQUERADE"}
 	if fc.env.RandomFully {
 		masq = append(masq, "--random-fully")
 	}
-	fc.nat.add(kubePostroutingChain, masq...)
-	fc.nat.add(kubeMarkMasqChain, "-j", "MARK", "--or-mark", masqueradeMark)
+	fc.add(natPostrouting, masq...)
+	fc.add(natMarkMasq, "-j", "MARK", "--or-mark", masqueradeMark)
 
 	if fc.localhostNP {
 		// route_localnet=1 lets martian packets to 127/8 in from outside;
 		// this rule (kubelet's, duplicated by kube-proxy) closes that hole
 		// except for traffic kube-proxy DNATed itself.
-		fc.filter.add(kubeletFirewallChain,
+		fc.add(filterKubeletFirewall,
 			"-m", "comment", "--comment", `"block incoming localnet connections"`,
 			"-d", "127.0.0.0/8", "!", "-s", "127.0.0.0/8",
 			"-m", "conntrack", "!", "--ctstate", "RELATED,ESTABLISHED,DNAT", "-j", "DROP")
@@ -497,26 +552,26 @@ func (fc *familyCtx) writeTailRules() {
 		} else if !fc.localhostNP {
 			dst = append(dst, "!", "-d", "127.0.0.0/8")
 		}
-		fc.nat.add(kubeServicesChain, append(append([]string{"-m", "comment", "--comment", comment}, dst...), "-j", kubeNodePortsChain)...)
+		fc.add(natServices, append(append([]string{"-m", "comment", "--comment", comment}, dst...), "-j", kubeNodePortsChain)...)
 	} else {
 		for _, ip := range fc.nodePortIPs {
 			if ip.IsLoopback() && (fc.family == IPv6 || !fc.localhostNP) {
 				continue
 			}
-			fc.nat.add(kubeServicesChain, "-m", "comment", "--comment", comment, "-d", ip.String(), "-j", kubeNodePortsChain)
+			fc.add(natServices, "-m", "comment", "--comment", comment, "-d", ip.String(), "-j", kubeNodePortsChain)
 		}
 	}
 
 	// Packets conntrack deems INVALID (e.g. out-of-window TCP) would
 	// otherwise be forwarded un-NATed and draw RSTs (kubernetes#74839).
 	if !fc.env.ConntrackTCPLiberal {
-		fc.filter.add(kubeForwardChain, "-m", "conntrack", "--ctstate", "INVALID", "-j", "DROP")
+		fc.add(filterForward, "-m", "conntrack", "--ctstate", "INVALID", "-j", "DROP")
 	}
 	// Accept marked traffic even where the FORWARD policy is DROP, so
 	// NodePort traffic that needs forwarding works.
-	fc.filter.add(kubeForwardChain, "-m", "comment", "--comment", `"kubernetes forwarding rules"`,
+	fc.add(filterForward, "-m", "comment", "--comment", `"kubernetes forwarding rules"`,
 		"-m", "mark", "--mark", masqueradeMark+"/"+masqueradeMark, "-j", "ACCEPT")
-	fc.filter.add(kubeForwardChain, "-m", "comment", "--comment", `"kubernetes forwarding conntrack rule"`,
+	fc.add(filterForward, "-m", "comment", "--comment", `"kubernetes forwarding conntrack rule"`,
 		"-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT")
 }
 
@@ -560,24 +615,24 @@ func sourceRanges(in []netip.Prefix, f Family) []netip.Prefix {
 	return out
 }
 
-// servicePortName is kube-proxy's ServicePortName.String().
-func servicePortName(svc *model.Service, p *model.ServicePort) string {
-	if p.Name == "" {
-		return svc.Name.String()
-	}
-	return svc.Name.String() + ":" + p.Name
-}
-
 // familyPort is one Service port as kube-proxy's per-family proxier sees
-// it: a shallow copy of the Service narrowed to one port and one family.
+// it: the Service narrowed to one port and one family.
 type familyPort struct {
 	svc  *model.Service // ExternalIPs, LoadBalancerIPs, Ports narrowed
 	port *model.ServicePort
-	name string // "ns/name:port"
 	prot string // "tcp"
 }
 
+// narrow returns the Service and port as the family sees them. When the
+// Service has this one port and nothing of another family, that is the
+// Service itself; otherwise a shallow copy narrowed to the port and the
+// family.
 func narrow(svc *model.Service, p *model.ServicePort, f Family) familyPort {
+	prot := lowerProtocol(p.Protocol)
+	if len(svc.Ports) == 1 && allOf(svc.ExternalIPs, f) && allOf(svc.LoadBalancerIPs, f) &&
+		!slices.ContainsFunc(p.Endpoints, func(ep *model.Endpoint) bool { return !f.has(ep.IP) }) {
+		return familyPort{svc: svc, port: p, prot: prot}
+	}
 	port := *p
 	port.Endpoints = nil
 	for _, ep := range p.Endpoints {
@@ -592,7 +647,29 @@ func narrow(svc *model.Service, p *model.ServicePort, f Family) familyPort {
 	// as kube-proxy's (a port without a NodePort of a Service whose other
 	// port has one is not externally accessible through it).
 	s.Ports = []*model.ServicePort{&port}
-	return familyPort{svc: &s, port: &port, name: servicePortName(svc, p), prot: strings.ToLower(string(p.Protocol))}
+	return familyPort{svc: &s, port: &port, prot: prot}
+}
+
+func allOf(addrs []netip.Addr, f Family) bool {
+	for _, a := range addrs {
+		if !f.has(a) {
+			return false
+		}
+	}
+	return true
+}
+
+// lowerProtocol is the protocol as iptables matches it ("tcp").
+func lowerProtocol(p model.Protocol) string {
+	switch p {
+	case model.TCP:
+		return "tcp"
+	case model.UDP:
+		return "udp"
+	case model.SCTP:
+		return "sctp"
+	}
+	return strings.ToLower(string(p))
 }
 
 // categorize sorts one family-port's endpoints for this node with
@@ -601,52 +678,306 @@ func categorize(fp familyPort, node *model.Node) model.Categorized {
 	return model.Categorize(fp.svc, fp.port, node)
 }
 
-// serviceRender accumulates one Service's output in one family.
+// serviceRender accumulates one Service's output in one family. Every
+// chain name and rule of the Service is written into one buffer, which
+// becomes one string when the Service is done; names and rules are
+// substrings of it. Rendering 1,000 Services thus allocates a few objects
+// per Service instead of a few per rule word. The buffers are reused from
+// one Service to the next.
 type serviceRender struct {
-	chains *chainSet
-	hash   []string // top-level lines, for the change hash
-	record *[]topRule
+	text []byte
+	// start is where the rule being written begins in text. Names (chain
+	// names, endpoints) are appended to text too, so they must be made
+	// before a rule begins, never while it is written.
+	start  int
+	chains []chainRec
+	rules  []ruleRec
+	// byName indexes chains once a Service has more than linearChains.
+	byName map[string]int
+	// seps are the KUBE-SEP names of the current port's endpoints; sepIdx
+	// indexes them once there are more than linearChains.
+	seps   []sepRec
+	sepIdx map[*model.Endpoint]int
+	hin    []byte // hash input
 }
 
-func (sr *serviceRender) top(cs *chainSet, table, chain string, words ...string) {
-	rule := strings.Join(words, " ")
-	cs.rules[chain] = append(cs.rules[chain], rule)
-	sr.hash = append(sr.hash, table+" "+chain+" "+rule)
-	if sr.record != nil {
-		*sr.record = append(*sr.record, topRule{table: table, chain: chain, rule: rule})
+// linearChains: up to this many chains (or endpoints), a linear search
+// is cheaper than a map.
+const linearChains = 16
+
+// span is a part of serviceRender.text.
+type span struct{ lo, hi int }
+
+type chainRec struct {
+	name span
+	n    int // rules
+}
+
+// ruleRec is one rule: of the Service chain chain, or, when chain is
+// negative, of the top-level chain -1-chain.
+type ruleRec struct {
+	chain int
+	text  span
+}
+
+// sepRec is an endpoint's KUBE-SEP chain name and its "IP:port".
+type sepRec struct {
+	ep              *model.Endpoint
+	chain, endpoint span
+}
+
+func (sr *serviceRender) reset() {
+	sr.text = sr.text[:0]
+	sr.chains = sr.chains[:0]
+	sr.rules = sr.rules[:0]
+	clear(sr.byName)
+}
+
+func (sr *serviceRender) str(s span) string { return string(sr.text[s.lo:s.hi]) }
+
+// appendName writes a chain name (prefix and hash) and returns it.
+func (sr *serviceRender) appendName(prefix string, h *[16]byte) span {
+	lo := len(sr.text)
+	sr.text = append(sr.text, prefix...)
+	sr.text = append(sr.text, h[:]...)
+	return span{lo, len(sr.text)}
+}
+
+// declare adds a chain, once, in declaration order, and returns its index.
+func (sr *serviceRender) declare(name span) int {
+	key := sr.text[name.lo:name.hi]
+	if len(sr.chains) <= linearChains {
+		for i, c := range sr.chains {
+			if string(sr.text[c.name.lo:c.name.hi]) == string(key) {
+				return i
+			}
+		}
+	} else if i, ok := sr.byName[string(key)]; ok {
+		return i
 	}
+	sr.chains = append(sr.chains, chainRec{name: name})
+	switch n := len(sr.chains); {
+	case n == linearChains+1:
+		if sr.byName == nil {
+			sr.byName = map[string]int{}
+		}
+		for i, c := range sr.chains {
+			sr.byName[sr.str(c.name)] = i
+		}
+	case n > linearChains+1:
+		sr.byName[string(key)] = n - 1
+	}
+	return len(sr.chains) - 1
+}
+
+// declareHashed declares the chain prefix+h.
+func (sr *serviceRender) declareHashed(prefix string, h *[16]byte) int {
+	return sr.declare(sr.appendName(prefix, h))
+}
+
+// begin starts a rule.
+func (sr *serviceRender) begin() { sr.start = len(sr.text) }
+
+// sep separates the next word from the previous one of the rule.
+func (sr *serviceRender) sep() {
+	if len(sr.text) > sr.start {
+		sr.text = append(sr.text, ' ')
+	}
+}
+
+// w writes words.
+func (sr *serviceRender) w(s string) {
+	sr.sep()
+	sr.text = append(sr.text, s...)
+}
+
+// span writes a name made earlier.
+func (sr *serviceRender) span(s span) {
+	sr.sep()
+	sr.text = append(sr.text, sr.text[s.lo:s.hi]...)
+}
+
+func (sr *serviceRender) chainRef(prefix string, h *[16]byte) {
+	sr.sep()
+	sr.text = append(sr.text, prefix...)
+	sr.text = append(sr.text, h[:]...)
+}
+
+func (sr *serviceRender) addr(a netip.Addr) {
+	sr.sep()
+	sr.text = a.AppendTo(sr.text)
+}
+
+func (sr *serviceRender) prefix(p netip.Prefix) {
+	sr.sep()
+	sr.text = p.AppendTo(sr.text)
+}
+
+func (sr *serviceRender) num(n int) {
+	sr.sep()
+	sr.text = strconv.AppendInt(sr.text, int64(n), 10)
+}
+
+// comment writes -m comment --comment "<pre><name><post>".
+func (sr *serviceRender) comment(pre string, name span, post string) {
+	sr.commentOpen(pre, name, post)
+	sr.text = append(sr.text, '"')
+}
+
+// commentOpen is comment without the closing quote.
+func (sr *serviceRender) commentOpen(pre string, name span, post string) {
+	sr.w(`-m comment --comment "`)
+	sr.text = append(sr.text, pre...)
+	sr.text = append(sr.text, sr.text[name.lo:name.hi]...)
+	sr.text = append(sr.text, post...)
+}
+
+// match writes -m <prot> -p <prot> -d <dst> --dport <port>.
+func (sr *serviceRender) match(prot string, dst netip.Addr, port int) {
+	sr.w("-m")
+	sr.w(prot)
+	sr.w("-p")
+	sr.w(prot)
+	sr.w("-d")
+	sr.addr(dst)
+	sr.w("--dport")
+	sr.num(port)
+}
+
+// toTop ends the rule, in a top-level chain.
+func (sr *serviceRender) toTop(c topChain) {
+	sr.rules = append(sr.rules, ruleRec{chain: -1 - int(c), text: span{sr.start, len(sr.text)}})
+}
+
+// to ends the rule, in the Service chain i.
+func (sr *serviceRender) to(i int) {
+	sr.rules = append(sr.rules, ruleRec{chain: i, text: span{sr.start, len(sr.text)}})
+	sr.chains[i].n++
+}
+
+// sepInfo returns an endpoint's KUBE-SEP name and "IP:port", made once per
+// port: each is needed by the SVC, SVL and affinity rules and by its own
+// chain.
+func (sr *serviceRender) sepInfo(name span, prot string, ep *model.Endpoint) sepRec {
+	if len(sr.seps) <= linearChains {
+		for _, s := range sr.seps {
+			if s.ep == ep {
+				return s
+			}
+		}
+	} else if i, ok := sr.sepIdx[ep]; ok {
+		return sr.seps[i]
+	}
+	lo := len(sr.text)
+	sr.text = netip.AddrPortFrom(ep.IP, uint16(ep.Port)).AppendTo(sr.text)
+	s := sepRec{ep: ep, endpoint: span{lo, len(sr.text)}}
+	sr.hin = append(append(append(sr.hin[:0], sr.text[name.lo:name.hi]...), prot...), sr.text[s.endpoint.lo:s.endpoint.hi]...)
+	h := hash16(sr.hin)
+	s.chain = sr.appendName(sepChainPrefix, &h)
+	sr.seps = append(sr.seps, s)
+	switch n := len(sr.seps); {
+	case n == linearChains+1:
+		if sr.sepIdx == nil {
+			sr.sepIdx = map[*model.Endpoint]int{}
+		}
+		for i, s := range sr.seps {
+			sr.sepIdx[s.ep] = i
+		}
+	case n > linearChains+1:
+		sr.sepIdx[ep] = n - 1
+	}
+	return s
+}
+
+// resetSeps forgets the endpoints of the previous port: SEP names hash the
+// port's name.
+func (sr *serviceRender) resetSeps() {
+	sr.seps = sr.seps[:0]
+	clear(sr.sepIdx)
 }
 
 // renderService renders every port of a Service for this family; ok is
-// false when the Service is not proxied in this family.
-func (fc *familyCtx) renderService(svc *model.Service) (ServiceChains, bool) {
+// false when the Service is not proxied in this family. top is the
+// Service's top-level rules when the render cache wants them.
+func (fc *familyCtx) renderService(svc *model.Service) (sc ServiceChains, ok bool, top []topRule) {
 	clusterIP, ok := clusterIPOf(svc, fc.family)
 	if !ok {
-		return ServiceChains{}, false
+		return ServiceChains{}, false, nil
 	}
-	sr := &serviceRender{chains: newChainSet(), record: fc.top}
+	sr := &fc.sr
+	sr.reset()
+	sr.text = append(sr.text, svc.Name.Namespace...)
+	sr.text = append(sr.text, '/')
+	sr.text = append(sr.text, svc.Name.Name...)
+	svcName := span{0, len(sr.text)}
 	for _, p := range svc.Ports {
-		fc.renderPort(sr, narrow(svc, p, fc.family), clusterIP)
+		// The port's name, kube-proxy's ServicePortName.String().
+		name := svcName
+		if p.Name != "" {
+			name.lo = len(sr.text)
+			sr.text = append(sr.text, sr.text[svcName.lo:svcName.hi]...)
+			sr.text = append(sr.text, ':')
+			sr.text = append(sr.text, p.Name...)
+			name.hi = len(sr.text)
+		}
+		fc.renderPort(sr, name, narrow(svc, p, fc.family), clusterIP)
 	}
-	sc := ServiceChains{Service: svc.Name.String(), Chains: sr.chains.chains()}
+
+	text := string(sr.text)
+	sub := func(s span) string { return text[s.lo:s.hi] }
+	sc = ServiceChains{Service: sub(svcName), Chains: make([]Chain, len(sr.chains))}
+	// One array holds the rules of every chain, each chain's part capped
+	// so that appending to one cannot overwrite the next.
+	n := 0
+	for _, c := range sr.chains {
+		n += c.n
+	}
+	rules := make([]string, n)
+	n = 0
+	for i, c := range sr.chains {
+		sc.Chains[i].Name = sub(c.name)
+		if c.n > 0 {
+			sc.Chains[i].Rules = rules[n:n:(n + c.n)]
+			n += c.n
+		}
+	}
+	if fc.record && len(sr.rules) > n {
+		top = make([]topRule, 0, len(sr.rules)-n)
+	}
 	var h maphash.Hash
 	h.SetSeed(hashSeed)
-	line := func(s string) {
-		h.WriteString(s)
+	h.WriteString(sc.Service)
+	h.WriteByte('\n')
+	for _, r := range sr.rules {
+		rule := sub(r.text)
+		if r.chain >= 0 {
+			c := &sc.Chains[r.chain]
+			c.Rules = append(c.Rules, rule)
+			continue
+		}
+		t := topChain(-1 - r.chain)
+		fc.top[t] = append(fc.top[t], rule)
+		if fc.record {
+			top = append(top, topRule{chain: t, rule: rule})
+		}
+		h.WriteString(t.table())
+		h.WriteByte(' ')
+		h.WriteString(topChainNames[t])
+		h.WriteByte(' ')
+		h.WriteString(rule)
 		h.WriteByte('\n')
 	}
-	line(sc.Service)
-	for _, l := range sr.hash {
-		line(l)
-	}
 	for _, c := range sc.Chains {
-		line(":" + c.Name)
+		h.WriteByte(':')
+		h.WriteString(c.Name)
+		h.WriteByte('\n')
 		for _, r := range c.Rules {
-			line(r)
+			h.WriteString(r)
+			h.WriteByte('\n')
 		}
 	}
 	sc.Hash = strconv.FormatUint(h.Sum64(), 16)
-	return sc, true
+	return sc, true, top
 }
 
 // hashSeed keys the change hashes. Hashes are compared only with those of
@@ -656,173 +987,246 @@ func (fc *familyCtx) renderService(svc *model.Service) (ServiceChains, bool) {
 var hashSeed = maphash.MakeSeed()
 
 // renderPort mirrors the body of kube-proxy's per-service-port loop in
-// syncProxyRules.
-func (fc *familyCtx) renderPort(sr *serviceRender, fp familyPort, clusterIP netip.Addr) {
-	svc, name, prot := fp.svc, fp.name, fp.prot
-	port := strconv.Itoa(int(fp.port.Port))
+// syncProxyRules. name is the port's name ("ns/name:port") in sr.text.
+func (fc *familyCtx) renderPort(sr *serviceRender, name span, fp familyPort, clusterIP netip.Addr) {
+	svc, prot := fp.svc, fp.prot
+	port := int(fp.port.Port)
 	cat := categorize(fp, fc.node)
 	hasEndpoints := cat.HasAny
+	sr.resetSeps()
 
-	// One hash names all four per-port chains.
-	portHash := portProtoHash(name, prot)
-	clusterPolicyChain := svcChainPrefix + portHash
+	// One hash names all four per-port chains: KUBE-SVC-<h> and so on.
+	sr.hin = append(append(sr.hin[:0], sr.text[name.lo:name.hi]...), prot...)
+	h := hash16(sr.hin)
 	usesClusterPolicyChain := len(cat.Cluster) > 0 && svc.UsesClusterEndpoints()
-	localPolicyChain := svlChainPrefix + portHash
 	usesLocalPolicyChain := len(cat.Local) > 0 && svc.UsesLocalEndpoints()
 
-	internalChain := clusterPolicyChain
+	internalChain := svcChainPrefix
 	hasInternalEndpoints := hasEndpoints
 	if svc.InternalPolicyLocal() {
-		internalChain = localPolicyChain
+		internalChain = svlChainPrefix
 		if len(cat.Local) == 0 {
 			hasInternalEndpoints = false
 		}
 	}
-	externalPolicyChain := clusterPolicyChain
+	externalPolicyChain := svcChainPrefix
 	hasExternalEndpoints := hasEndpoints
 	if svc.ExternalPolicyLocal() {
-		externalPolicyChain = localPolicyChain
+		externalPolicyChain = svlChainPrefix
 		if len(cat.Local) == 0 {
 			hasExternalEndpoints = false
 		}
 	}
-	externalChain := extChainPrefix + portHash
 	// The EXT chain exists whenever anything has endpoints, because it
 	// holds the short-circuit rules for pod and node traffic even when no
 	// endpoint can take external traffic.
 	usesExternalChain := hasEndpoints && svc.ExternallyAccessible()
 
-	lbChain := externalChain
-	fwChain := fwChainPrefix + portHash
+	lbChain := extChainPrefix
 	srcRanges := sourceRanges(svc.LoadBalancerSourceRanges, fc.family)
 	usesFWChain := hasEndpoints && len(svc.LoadBalancerIPs) > 0 && len(srcRanges) > 0
 	if usesFWChain {
-		lbChain = fwChain
+		lbChain = fwChainPrefix
 	}
 
+	// The filter rules' targets, and their comments after the port name.
 	var internalFilterTarget, internalFilterComment, externalFilterTarget, externalFilterComment string
 	if !hasEndpoints {
 		// Nothing anywhere: REJECT, so clients fail fast.
 		internalFilterTarget, externalFilterTarget = "REJECT", "REJECT"
-		internalFilterComment = fmt.Sprintf(`"%s has no endpoints"`, name)
+		internalFilterComment = " has no endpoints"
 		externalFilterComment = internalFilterComment
 	} else {
 		// Endpoints exist, just not here: DROP, so the client retries or
 		// times out rather than being told the Service is gone.
 		if !hasInternalEndpoints {
 			internalFilterTarget = "DROP"
-			internalFilterComment = fmt.Sprintf(`"%s has no local endpoints"`, name)
+			internalFilterComment = " has no local endpoints"
 		}
 		if !hasExternalEndpoints {
 			externalFilterTarget = "DROP"
-			externalFilterComment = fmt.Sprintf(`"%s has no local endpoints"`, name)
+			externalFilterComment = " has no local endpoints"
 		}
 	}
 
-	match := func(dst string) []string {
-		return []string{"-m", prot, "-p", prot, "-d", dst, "--dport", port}
-	}
-	withComment := func(comment string, words ...string) []string {
-		return append([]string{"-m", "comment", "--comment", comment}, words...)
-	}
-
 	// Capture the ClusterIP.
+	sr.begin()
 	if hasInternalEndpoints {
-		sr.top(fc.nat, tableNAT, kubeServicesChain, append(withComment(fmt.Sprintf(`"%s cluster IP"`, name), match(clusterIP.String())...), "-j", internalChain)...)
+		sr.comment("", name, " cluster IP")
+		sr.match(prot, clusterIP, port)
+		sr.w("-j")
+		sr.chainRef(internalChain, &h)
+		sr.toTop(natServices)
 	} else {
-		sr.top(fc.filter, tableFilter, kubeServicesChain, append(withComment(internalFilterComment, match(clusterIP.String())...), "-j", internalFilterTarget)...)
+		sr.comment("", name, internalFilterComment)
+		sr.match(prot, clusterIP, port)
+		sr.w("-j")
+		sr.w(internalFilterTarget)
+		sr.toTop(filterServices)
 	}
 
 	// Capture externalIPs.
 	for _, ip := range svc.ExternalIPs {
 		if hasEndpoints {
-			sr.top(fc.nat, tableNAT, kubeServicesChain, append(withComment(fmt.Sprintf(`"%s external IP"`, name), match(ip.String())...), "-j", externalChain)...)
+			sr.begin()
+			sr.comment("", name, " external IP")
+			sr.match(prot, ip, port)
+			sr.w("-j")
+			sr.chainRef(extChainPrefix, &h)
+			sr.toTop(natServices)
 		}
 		if !hasExternalEndpoints {
-			sr.top(fc.filter, tableFilter, kubeExternalServicesChain, append(withComment(externalFilterComment, match(ip.String())...), "-j", externalFilterTarget)...)
+			sr.begin()
+			sr.comment("", name, externalFilterComment)
+			sr.match(prot, ip, port)
+			sr.w("-j")
+			sr.w(externalFilterTarget)
+			sr.toTop(filterExternalServices)
 		}
 	}
 
 	// Capture load-balancer ingress IPs.
 	for _, ip := range svc.LoadBalancerIPs {
 		if hasEndpoints {
-			sr.top(fc.nat, tableNAT, kubeServicesChain, append(withComment(fmt.Sprintf(`"%s loadbalancer IP"`, name), match(ip.String())...), "-j", lbChain)...)
+			sr.begin()
+			sr.comment("", name, " loadbalancer IP")
+			sr.match(prot, ip, port)
+			sr.w("-j")
+			sr.chainRef(lbChain, &h)
+			sr.toTop(natServices)
 		}
 		if usesFWChain {
 			// Reached only by packets the KUBE-FW chain did not DNAT.
-			sr.top(fc.filter, tableFilter, kubeProxyFirewallChain, append(withComment(fmt.Sprintf(`"%s traffic not accepted by %s"`, name, fwChain), match(ip.String())...), "-j", "DROP")...)
+			sr.begin()
+			sr.commentOpen("", name, " traffic not accepted by ")
+			sr.text = append(sr.text, fwChainPrefix...)
+			sr.text = append(sr.text, h[:]...)
+			sr.text = append(sr.text, '"')
+			sr.match(prot, ip, port)
+			sr.w("-j DROP")
+			sr.toTop(filterProxyFirewall)
 		}
 	}
 	if !hasExternalEndpoints {
 		for _, ip := range svc.LoadBalancerIPs {
-			sr.top(fc.filter, tableFilter, kubeExternalServicesChain, append(withComment(externalFilterComment, match(ip.String())...), "-j", externalFilterTarget)...)
+			sr.begin()
+			sr.comment("", name, externalFilterComment)
+			sr.match(prot, ip, port)
+			sr.w("-j")
+			sr.w(externalFilterTarget)
+			sr.toTop(filterExternalServices)
 		}
 	}
 
 	// Capture NodePorts. loadBalancerSourceRanges never apply to them.
-	if np := fp.port.NodePort; np != 0 {
-		nps := strconv.Itoa(int(np))
+	if np := int(fp.port.NodePort); np != 0 {
 		if hasEndpoints {
-			sr.top(fc.nat, tableNAT, kubeNodePortsChain, "-m", "comment", "--comment", name, "-m", prot, "-p", prot, "--dport", nps, "-j", externalChain)
+			sr.begin()
+			sr.w("-m comment --comment")
+			sr.span(name)
+			sr.w("-m")
+			sr.w(prot)
+			sr.w("-p")
+			sr.w(prot)
+			sr.w("--dport")
+			sr.num(np)
+			sr.w("-j")
+			sr.chainRef(extChainPrefix, &h)
+			sr.toTop(natNodePorts)
 		}
 		if !hasExternalEndpoints {
-			sr.top(fc.filter, tableFilter, kubeExternalServicesChain, append(withComment(externalFilterComment, "-m", "addrtype", "--dst-type", "LOCAL"),
-				"-m", prot, "-p", prot, "--dport", nps, "-j", externalFilterTarget)...)
+			sr.begin()
+			sr.comment("", name, externalFilterComment)
+			sr.w("-m addrtype --dst-type LOCAL -m")
+			sr.w(prot)
+			sr.w("-p")
+			sr.w(prot)
+			sr.w("--dport")
+			sr.num(np)
+			sr.w("-j")
+			sr.w(externalFilterTarget)
+			sr.toTop(filterExternalServices)
 		}
 	}
 
 	// Open the health-check node port in the node's firewall, whether or
 	// not this node has local endpoints (the answer says which).
 	if hc := healthCheckNodePort(svc); hc != 0 {
-		sr.top(fc.filter, tableFilter, kubeNodePortsChain, "-m", "comment", "--comment", fmt.Sprintf(`"%s health check node port"`, name),
-			"-m", "tcp", "-p", "tcp", "--dport", strconv.Itoa(int(hc)), "-j", "ACCEPT")
+		sr.begin()
+		sr.comment("", name, " health check node port")
+		sr.w("-m tcp -p tcp --dport")
+		sr.num(int(hc))
+		sr.w("-j ACCEPT")
+		sr.toTop(filterNodePorts)
 	}
 
-	nat := sr.chains
 	// Internal traffic: masquerade what does not come from a pod, since a
 	// static route to the Service range may bring outside traffic here.
-	if hasInternalEndpoints {
-		args := withComment(fmt.Sprintf(`"%s cluster IP"`, name), match(clusterIP.String())...)
-		if fc.proxy.MasqueradeAll {
-			nat.declare(internalChain)
-			nat.add(internalChain, append(args, "-j", kubeMarkMasqChain)...)
-		} else if fc.clusterCIDR.IsValid() {
-			nat.declare(internalChain)
-			nat.add(internalChain, append(args, "!", "-s", fc.clusterCIDR.String(), "-j", kubeMarkMasqChain)...)
+	if hasInternalEndpoints && (fc.proxy.MasqueradeAll || fc.clusterCIDR.IsValid()) {
+		c := sr.declareHashed(internalChain, &h)
+		sr.begin()
+		sr.comment("", name, " cluster IP")
+		sr.match(prot, clusterIP, port)
+		if !fc.proxy.MasqueradeAll {
+			sr.w("! -s")
+			sr.prefix(fc.clusterCIDR)
 		}
+		sr.w("-j " + kubeMarkMasqChain)
+		sr.to(c)
 	}
 
 	if usesExternalChain {
-		nat.declare(externalChain)
+		c := sr.declareHashed(extChainPrefix, &h)
 		if !svc.ExternalPolicyLocal() {
 			// Cluster policy may cross nodes: always SNAT.
-			nat.add(externalChain, "-m", "comment", "--comment", fmt.Sprintf(`"masquerade traffic for %s external destinations"`, name), "-j", kubeMarkMasqChain)
+			sr.begin()
+			sr.comment("masquerade traffic for ", name, " external destinations")
+			sr.w("-j " + kubeMarkMasqChain)
+			sr.to(c)
 		} else {
 			if fc.clusterCIDR.IsValid() {
 				// Pod traffic to an external address acts as if it left
 				// the cluster and came back through an LB: all endpoints,
 				// source kept.
-				nat.add(externalChain, "-m", "comment", "--comment", fmt.Sprintf(`"pod traffic for %s external destinations"`, name),
-					"-s", fc.clusterCIDR.String(), "-j", clusterPolicyChain)
+				sr.begin()
+				sr.comment("pod traffic for ", name, " external destinations")
+				sr.w("-s")
+				sr.prefix(fc.clusterCIDR)
+				sr.w("-j")
+				sr.chainRef(svcChainPrefix, &h)
+				sr.to(c)
 			}
 			// Node-originated traffic picks a local (LB/node) source
 			// address, so it must be masqueraded to get replies back.
-			nat.add(externalChain, "-m", "comment", "--comment", fmt.Sprintf(`"masquerade LOCAL traffic for %s external destinations"`, name),
-				"-m", "addrtype", "--src-type", "LOCAL", "-j", kubeMarkMasqChain)
-			nat.add(externalChain, "-m", "comment", "--comment", fmt.Sprintf(`"route LOCAL traffic for %s external destinations"`, name),
-				"-m", "addrtype", "--src-type", "LOCAL", "-j", clusterPolicyChain)
+			sr.begin()
+			sr.comment("masquerade LOCAL traffic for ", name, " external destinations")
+			sr.w("-m addrtype --src-type LOCAL -j " + kubeMarkMasqChain)
+			sr.to(c)
+			sr.begin()
+			sr.comment("route LOCAL traffic for ", name, " external destinations")
+			sr.w("-m addrtype --src-type LOCAL -j")
+			sr.chainRef(svcChainPrefix, &h)
+			sr.to(c)
 		}
 		if hasExternalEndpoints {
-			nat.add(externalChain, "-j", externalPolicyChain)
+			sr.begin()
+			sr.w("-j")
+			sr.chainRef(externalPolicyChain, &h)
+			sr.to(c)
 		}
 	}
 
 	if usesFWChain {
-		nat.declare(fwChain)
-		args := []string{"-m", "comment", "--comment", fmt.Sprintf(`"%s loadbalancer IP"`, name)}
+		c := sr.declareHashed(fwChainPrefix, &h)
 		allowFromNode := false
 		for _, cidr := range srcRanges {
-			nat.add(fwChain, append(slices.Clone(args), "-s", cidr.String(), "-j", externalChain)...)
+			sr.begin()
+			sr.comment("", name, " loadbalancer IP")
+			sr.w("-s")
+			sr.prefix(cidr)
+			sr.w("-j")
+			sr.chainRef(extChainPrefix, &h)
+			sr.to(c)
 			if fc.nodeIP.IsValid() && cidr.Contains(fc.nodeIP) {
 				allowFromNode = true
 			}
@@ -831,92 +1235,114 @@ func (fc *familyCtx) renderPort(sr *serviceRender, fp familyPort, clusterIP neti
 		// LB IP as source; allow that when the node itself is allowed.
 		if allowFromNode {
 			for _, ip := range svc.LoadBalancerIPs {
-				nat.add(fwChain, append(slices.Clone(args), "-s", ip.String(), "-j", externalChain)...)
+				sr.begin()
+				sr.comment("", name, " loadbalancer IP")
+				sr.w("-s")
+				sr.addr(ip)
+				sr.w("-j")
+				sr.chainRef(extChainPrefix, &h)
+				sr.to(c)
 			}
 		}
 		// Falling off the end leaves the packet un-DNATed, so filter
 		// KUBE-PROXY-FIREWALL drops it.
-		nat.add(fwChain, "-m", "comment", "--comment", fmt.Sprintf(`"other traffic to %s will be dropped by KUBE-PROXY-FIREWALL"`, name))
+		sr.begin()
+		sr.comment("other traffic to ", name, " will be dropped by KUBE-PROXY-FIREWALL")
+		sr.to(c)
 	}
 
 	if usesClusterPolicyChain {
-		nat.declare(clusterPolicyChain)
-		fc.writeServiceToEndpointRules(nat, name, prot, svc, clusterPolicyChain, cat.Cluster)
+		c := sr.declareHashed(svcChainPrefix, &h)
+		fc.writeServiceToEndpointRules(sr, name, prot, svc, c, cat.Cluster)
 	}
 	if usesLocalPolicyChain {
-		nat.declare(localPolicyChain)
-		fc.writeServiceToEndpointRules(nat, name, prot, svc, localPolicyChain, cat.Local)
+		c := sr.declareHashed(svlChainPrefix, &h)
+		fc.writeServiceToEndpointRules(sr, name, prot, svc, c, cat.Local)
 	}
 
 	for _, ep := range cat.AllReachable {
-		si := fc.sepInfo(name, prot, ep)
-		sep := si.chain
-		nat.declare(sep)
-		args := fc.serviceComment(name)
+		si := sr.sepInfo(name, prot, ep)
+		c := sr.declare(si.chain)
 		// Hairpin: an endpoint reaching itself through the Service must be
 		// SNATed or it would answer itself directly.
-		nat.add(sep, append(slices.Clone(args), "-s", ep.IP.String(), "-j", kubeMarkMasqChain)...)
+		sr.begin()
+		fc.serviceComment(sr, name)
+		sr.w("-s")
+		sr.addr(ep.IP)
+		sr.w("-j " + kubeMarkMasqChain)
+		sr.to(c)
+		sr.begin()
+		fc.serviceComment(sr, name)
 		if svc.SessionAffinity {
-			args = append(args, "-m", "recent", "--name", sep, "--set")
+			sr.w("-m recent --name")
+			sr.span(si.chain)
+			sr.w("--set")
 		}
-		nat.add(sep, append(args, "-m", prot, "-p", prot, "-j", "DNAT", "--to-destination", si.endpoint)...)
+		sr.w("-m")
+		sr.w(prot)
+		sr.w("-p")
+		sr.w(prot)
+		sr.w("-j DNAT --to-destination")
+		sr.span(si.endpoint)
+		sr.to(c)
 	}
-	clear(fc.sepNames)
 }
 
-// sepInfo is an endpoint's KUBE-SEP chain name and its "IP:port".
-type sepInfo struct {
-	chain, endpoint string
-}
-
-// sepInfo caches KUBE-SEP names within one Service port: each endpoint's
-// name is needed by the SVC, SVL and affinity rules and by its own chain.
-func (fc *familyCtx) sepInfo(name, prot string, ep *model.Endpoint) sepInfo {
-	if si, ok := fc.sepNames[ep]; ok {
-		return si
-	}
-	s := ep.String()
-	si := sepInfo{chain: sepChainName(name, prot, s), endpoint: s}
-	fc.sepNames[ep] = si
-	return si
-}
-
-// serviceComment is the per-endpoint comment, dropped in large cluster
-// mode as kube-proxy's appendServiceCommentLocked does.
-func (fc *familyCtx) serviceComment(comment string) []string {
+// serviceComment writes the per-endpoint comment, the port name unquoted;
+// none in large cluster mode, as kube-proxy's appendServiceCommentLocked.
+func (fc *familyCtx) serviceComment(sr *serviceRender, name span) {
 	if fc.largeCluster {
-		return nil
+		return
 	}
-	return []string{"-m", "comment", "--comment", comment}
+	sr.w("-m comment --comment")
+	sr.span(name)
+}
+
+// endpointComment writes -m comment --comment "<port name> -> <endpoint>",
+// except in large cluster mode.
+func (fc *familyCtx) endpointComment(sr *serviceRender, name span, si sepRec) {
+	if fc.largeCluster {
+		return
+	}
+	sr.commentOpen("", name, " -> ")
+	sr.text = append(sr.text, sr.text[si.endpoint.lo:si.endpoint.hi]...)
+	sr.text = append(sr.text, '"')
 }
 
 // writeServiceToEndpointRules fills a KUBE-SVC or KUBE-SVL chain: affinity
 // checks first, then one probabilistic rule per endpoint. Rule i of n
 // matches with probability 1/(n-i), which spreads load uniformly.
-func (fc *familyCtx) writeServiceToEndpointRules(nat *chainSet, name, prot string, svc *model.Service, chain string, eps []*model.Endpoint) {
+func (fc *familyCtx) writeServiceToEndpointRules(sr *serviceRender, name span, prot string, svc *model.Service, chain int, eps []*model.Endpoint) {
 	if svc.SessionAffinity {
 		seconds := int(svc.AffinityTimeout / time.Second)
 		if seconds <= 0 {
 			seconds = defaultAffinitySeconds
 		}
 		for _, ep := range eps {
-			si := fc.sepInfo(name, prot, ep)
-			args := fc.serviceComment(`"` + name + " -> " + si.endpoint + `"`)
-			nat.add(chain, append(args, "-m", "recent", "--name", si.chain, "--rcheck", "--seconds", strconv.Itoa(seconds), "--reap", "-j", si.chain)...)
+			si := sr.sepInfo(name, prot, ep)
+			sr.begin()
+			fc.endpointComment(sr, name, si)
+			sr.w("-m recent --name")
+			sr.span(si.chain)
+			sr.w("--rcheck --seconds")
+			sr.num(seconds)
+			sr.w("--reap -j")
+			sr.span(si.chain)
+			sr.to(chain)
 		}
 	}
 	n := len(eps)
 	for i, ep := range eps {
-		si := fc.sepInfo(name, prot, ep)
-		var args []string
-		if !fc.largeCluster {
-			// Room for the statistic match too, so appends do not copy.
-			args = append(make([]string, 0, 12), "-m", "comment", "--comment", `"`+name+" -> "+si.endpoint+`"`)
-		}
+		si := sr.sepInfo(name, prot, ep)
+		sr.begin()
+		fc.endpointComment(sr, name, si)
 		if i < n-1 {
-			args = append(args, "-m", "statistic", "--mode", "random", "--probability", fc.probs.get(n-i))
+			sr.w("-m statistic --mode random --probability")
+			sr.w(fc.probs.get(n - i))
 		}
-		nat.add(chain, append(args, "-j", si.chain)...)
+		sr.w("-j")
+		sr.span(si.chain)
+		sr.to(chain)
 	}
 }
 
