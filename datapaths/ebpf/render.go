@@ -303,13 +303,14 @@ func renderCached(view *datapaths.NodeView, prev *idTable, cache *renderCache) (
 	for _, sn := range services {
 		name, svc := sn.name, sn.svc
 		f, ok := old[svc.Name]
-		if !ok || (f.in != svc && !equalService(f.in, svc)) {
+		fresh := !ok || (f.in != svc && !equalService(f.in, svc))
+		if fresh {
 			f = &svcFrag{in: svc}
 			rc.frag = f
 			rc.renderService(svc)
 			rc.frag = nil
 		}
-		rc.merge(svc, f)
+		rc.merge(name, f, fresh)
 		if _, dup := frags[svc.Name]; !dup {
 			f.in = svc
 			frags[svc.Name] = f
@@ -928,14 +929,17 @@ func equalService(a, b *model.Service) bool {
 	return true
 }
 
-// merge adds a fragment to the render's output and id table, exactly as
-// rendering its Service there would have.
-func (rc *renderCtx) merge(svc *model.Service, f *svcFrag) {
+// merge adds the fragment of the Service named owner to the render's
+// output and id table, exactly as rendering the Service there would have.
+// idsDone says the fragment was just rendered with this render's id
+// table, which holds its names already.
+func (rc *renderCtx) merge(owner string, f *svcFrag, idsDone bool) {
 	out := rc.out
-	owner := svc.Name.String()
 	t := rc.touched
 	for _, b := range f.backends {
-		rc.ids.next.Backends[b.name] = b.id
+		if !idsDone {
+			rc.ids.next.Backends[b.name] = b.id
+		}
 		rc.refs[b.id]++
 		t.backend(b)
 		if b.is6 {
@@ -945,7 +949,9 @@ func (rc *renderCtx) merge(svc *model.Service, f *svcFrag) {
 		}
 	}
 	for _, g := range f.groups {
-		rc.ids.next.Groups[g.name] = g.id
+		if !idsDone {
+			rc.ids.next.Groups[g.name] = g.id
+		}
 		if _, done := out.groupOwner[g.id]; done {
 			continue
 		}
@@ -996,7 +1002,7 @@ func (rc *renderCtx) merge(svc *model.Service, f *svcFrag) {
 			if op.is6 {
 				addr, port, proto = addrFromBE128(op.key6.Addr), portFromBE16(op.key6.Port), op.key6.Proto
 			}
-			out.Warnings = append(out.Warnings, fmt.Sprintf("%s: frontend %s/%s is already %s's; skipped", svc.Name, netip.AddrPortFrom(addr, port), protoName(proto), prevOwner))
+			out.Warnings = append(out.Warnings, fmt.Sprintf("%s: frontend %s/%s is already %s's; skipped", owner, netip.AddrPortFrom(addr, port), protoName(proto), prevOwner))
 		}
 	}
 }
@@ -1253,7 +1259,7 @@ func (rc *renderCtx) renderIncremental(c *renderCache, prev *idTable) (*desired,
 			delete(c.frags, ch.key)
 			continue
 		}
-		rc.merge(ch.svc, ch.new)
+		rc.merge(ch.name, ch.new, false)
 		c.frags[ch.key] = ch.new
 		if ch.new.hasWarnings() {
 			c.warnFrags[ch.name] = ch.new
