@@ -1,7 +1,7 @@
 package iptables
 
 import (
-	"bytes"
+	"maps"
 	"slices"
 	"sort"
 	"strings"
@@ -12,22 +12,36 @@ import (
 // it owned. It is all a partial sync needs, so partial syncs never read
 // the kernel (kube-proxy keeps the same knowledge in its change trackers).
 type appliedFamily struct {
-	services map[string]appliedService
-}
-
-type appliedService struct {
-	hash string
-	// chains are the rendered chains (shared with the render, never
-	// modified); only their names matter here.
-	chains []Chain
+	// services are the rendered Services (shared with the render, never
+	// modified), sorted by name; only their hashes and chain names matter.
+	services []ServiceChains
 }
 
 func newApplied(fr *FamilyRules) *appliedFamily {
-	a := &appliedFamily{services: make(map[string]appliedService, len(fr.Services))}
-	for _, s := range fr.Services {
-		a.services[s.Service] = appliedService{hash: s.Hash, chains: s.Chains}
+	return &appliedFamily{services: sortedServices(fr.Services)}
+}
+
+// sortedServices returns s when its names strictly increase, as Render
+// makes them; otherwise a sorted copy with one entry per name (the last).
+func sortedServices(s []ServiceChains) []ServiceChains {
+	strict := true
+	for i := 1; i < len(s) && strict; i++ {
+		strict = s[i-1].Service < s[i].Service
 	}
-	return a
+	if strict {
+		return s
+	}
+	out := slices.Clone(s)
+	slices.SortStableFunc(out, func(a, b ServiceChains) int { return strings.Compare(a.Service, b.Service) })
+	n := 0
+	for i := range out {
+		if i+1 < len(out) && out[i+1].Service == out[i].Service {
+			continue
+		}
+		out[n] = out[i]
+		n++
+	}
+	return out[:n]
 }
 
 // goneChains appends to out the chains of prev that next no longer has.
@@ -122,74 +136,151 @@ type syncPlan struct {
 	applied *appliedFamily
 }
 
-// restoreWriter accumulates one table of iptables-restore input, keeping
-// chain declarations ahead of the rules that reference them.
-type restoreWriter struct {
-	chains, inserts, rules, deletes bytes.Buffer
-	declared                        map[string]bool
-	written                         int
+// tableWriter collects one table of iptables-restore input and formats it
+// once, into a buffer of the exact size: at 10,000 Services a full sync's
+// input is tens of megabytes, which should be neither grown by doubling
+// nor copied from part buffers.
+//
+// The input is the table's chain declarations (":NAME - [0:0]", which
+// with --noflush creates the chain or empties it), then the inserted jump
+// rules, the rules of the written chains, and the deletions, so that every
+// chain exists before a rule refers to it and is flushed before -X.
+type tableWriter struct {
+	table   string
+	inserts []string // whole "-I ..." or "-D ..." lines
+	chains  []Chain  // declared, and their rules written
+	removes []string // flushed (declared unless written) and deleted
+	written int      // "-A" and "-I" lines
 }
 
-func newRestoreWriter() *restoreWriter { return &restoreWriter{declared: map[string]bool{}} }
+// chain writes a chain. Chain names never repeat in a rendered family:
+// the top-level chains are distinct and a per-Service chain's name hashes
+// the Service port's name, so nothing here looks for duplicates.
+func (w *tableWriter) chain(c Chain) {
+	w.chains = append(w.chains, c)
+	w.written += len(c.Rules)
+}
 
-// declare writes ":NAME - [0:0]"; with --noflush this creates the chain or
-// empties it if it exists.
-func (w *restoreWriter) declare(name string) {
-	if w.declared[name] {
-		return
+func (w *tableWriter) insert(j JumpRule) {
+	// Position 1, as kube-proxy's EnsureRule(Prepend, ...).
+	w.inserts = append(w.inserts, "-I "+j.Chain+" 1 "+j.Spec)
+	w.written++
+}
+
+// remove flushes and deletes a chain (-X refuses a non-empty chain).
+func (w *tableWriter) remove(name string) { w.removes = append(w.removes, name) }
+
+// flushOnly returns the removed chains that are not written anyway, which
+// need a declaration of their own.
+func (w *tableWriter) flushOnly() []string {
+	if len(w.removes) == 0 {
+		return nil
 	}
-	w.declared[name] = true
-	w.chains.WriteByte(':')
-	w.chains.WriteString(name)
-	w.chains.WriteString(" - [0:0]\n")
-}
-
-func (w *restoreWriter) chain(c Chain) {
-	w.declare(c.Name)
-	for _, r := range c.Rules {
-		w.rules.WriteString("-A ")
-		w.rules.WriteString(c.Name)
-		if r != "" {
-			w.rules.WriteByte(' ')
-			w.rules.WriteString(r)
+	written := make(map[string]bool, len(w.removes))
+	for _, name := range w.removes {
+		written[name] = false
+	}
+	for _, c := range w.chains {
+		if _, ok := written[c.Name]; ok {
+			written[c.Name] = true
 		}
-		w.rules.WriteByte('\n')
-		w.written++
 	}
+	var out []string
+	for _, name := range w.removes {
+		if !written[name] {
+			written[name] = true // declared once
+			out = append(out, name)
+		}
+	}
+	return out
 }
+
+const (
+	declSuffix = " - [0:0]\n"
+	commit     = "COMMIT\n"
+)
 
 // chainBytes is the size of c's rules as restore input.
 func chainBytes(c Chain) int {
-	n := 0
+	n := len(c.Rules) * (len("-A \n") + len(c.Name))
 	for _, r := range c.Rules {
-		n += len("-A  \n") + len(c.Name) + len(r)
+		if r != "" {
+			n += 1 + len(r)
+		}
 	}
 	return n
 }
 
-// len is the size of the table's restore input, give or take its header.
-func (w *restoreWriter) len() int {
-	return w.chains.Len() + w.inserts.Len() + w.rules.Len() + w.deletes.Len() + len("*filter\nCOMMIT\n")
+// size is the exact length of the table's restore input.
+func (w *tableWriter) size(flush []string) int {
+	n := len("*\n") + len(w.table) + len(commit)
+	for _, c := range w.chains {
+		n += len(":") + len(c.Name) + len(declSuffix) + chainBytes(c)
+	}
+	for _, name := range flush {
+		n += len(":") + len(name) + len(declSuffix)
+	}
+	for _, l := range w.inserts {
+		n += len(l) + 1
+	}
+	for _, name := range w.removes {
+		n += len("-X \n") + len(name)
+	}
+	return n
 }
 
-func (w *restoreWriter) insert(j JumpRule) {
-	// Position 1, as kube-proxy's EnsureRule(Prepend, ...).
-	w.inserts.WriteString("-I " + j.Chain + " 1 " + j.Spec + "\n")
-	w.written++
+func appendDecl(b []byte, name string) []byte {
+	b = append(b, ':')
+	b = append(b, name...)
+	return append(b, declSuffix...)
 }
 
-func (w *restoreWriter) remove(name string) {
-	w.declare(name) // flush first: -X refuses a non-empty chain
-	w.deletes.WriteString("-X " + name + "\n")
+func (w *tableWriter) appendTo(b []byte, flush []string) []byte {
+	b = append(b, '*')
+	b = append(b, w.table...)
+	b = append(b, '\n')
+	for _, c := range w.chains {
+		b = appendDecl(b, c.Name)
+	}
+	for _, name := range flush {
+		b = appendDecl(b, name)
+	}
+	for _, l := range w.inserts {
+		b = append(b, l...)
+		b = append(b, '\n')
+	}
+	for _, c := range w.chains {
+		for _, r := range c.Rules {
+			b = append(b, "-A "...)
+			b = append(b, c.Name...)
+			if r != "" {
+				b = append(b, ' ')
+				b = append(b, r...)
+			}
+			b = append(b, '\n')
+		}
+	}
+	for _, name := range w.removes {
+		b = append(b, "-X "...)
+		b = append(b, name...)
+		b = append(b, '\n')
+	}
+	return append(b, commit...)
 }
 
-func (w *restoreWriter) writeTo(buf *bytes.Buffer, table string) {
-	buf.WriteString("*" + table + "\n")
-	buf.Write(w.chains.Bytes())
-	buf.Write(w.inserts.Bytes())
-	buf.Write(w.rules.Bytes())
-	buf.Write(w.deletes.Bytes())
-	buf.WriteString("COMMIT\n")
+// payload formats the tables in order into one buffer.
+func payload(ws ...*tableWriter) []byte {
+	flush := make([][]string, len(ws))
+	n := 0
+	for i, w := range ws {
+		flush[i] = w.flushOnly()
+		n += w.size(flush[i])
+	}
+	b := make([]byte, 0, n)
+	for i, w := range ws {
+		b = w.appendTo(b, flush[i])
+	}
+	return b
 }
 
 // planSync decides what to write for one family.
@@ -208,27 +299,21 @@ func planSync(fr *FamilyRules, last *appliedFamily, full bool, saved savedState)
 		full = true
 	}
 	p := &syncPlan{full: full}
-	filter, nat := newRestoreWriter(), newRestoreWriter()
-	writers := map[string]*restoreWriter{tableFilter: filter, tableNAT: nat}
+	filter, nat := &tableWriter{table: tableFilter}, &tableWriter{table: tableNAT}
+	writers := map[string]*tableWriter{tableFilter: filter, tableNAT: nat}
 
 	if full {
-		// Size the nat rules once: at 10,000 Services the restore input
-		// is tens of megabytes, and growing it by doubling copies it over
-		// and over.
-		size, chains := 0, len(fr.NAT)
+		chains := len(fr.NAT)
 		for _, s := range fr.Services {
 			chains += len(s.Chains)
-			for _, c := range s.Chains {
-				size += chainBytes(c)
-			}
 		}
-		for _, c := range fr.NAT {
-			size += chainBytes(c)
-		}
-		nat.rules.Grow(size)
-		nat.declared = make(map[string]bool, chains)
+		nat.chains = make([]Chain, 0, chains)
+		have := map[string]map[string]bool{}
 		for _, j := range fr.Jumps {
-			if !saved.hasRule(j.Table, "-A "+j.Chain+" "+j.Spec) {
+			if have[j.Table] == nil {
+				have[j.Table] = saved.outsideRules(j.Table)
+			}
+			if !have[j.Table]["-A "+j.Chain+" "+j.Spec] {
 				writers[j.Table].insert(j)
 				p.jumps = append(p.jumps, j)
 			}
@@ -244,67 +329,79 @@ func planSync(fr *FamilyRules, last *appliedFamily, full bool, saved savedState)
 	// Chain names hash the Service port's name, so a chain belongs to one
 	// Service: the chains to delete are those that a changed or removed
 	// Service had and no longer has. Unchanged Services are not looked at
-	// beyond their hash.
-	next := newApplied(fr)
-	p.applied = next
-	changed := map[string]bool{}
+	// beyond their hash. Both lists are sorted by name, so one walk pairs
+	// each Service with its last state.
+	services := sortedServices(fr.Services)
+	p.applied = &appliedFamily{services: services}
+	var prev []ServiceChains
+	if last != nil {
+		prev = last.services
+	}
 	var deleted []string
-	for _, s := range fr.Services {
-		prev, known := appliedService{}, false
-		if last != nil {
-			prev, known = last.services[s.Service]
+	removed := func(s ServiceChains) {
+		p.changed = append(p.changed, s.Service)
+		deleted = goneChains(deleted, s.Chains, nil)
+	}
+	i := 0
+	for _, s := range services {
+		for i < len(prev) && prev[i].Service < s.Service {
+			removed(prev[i])
+			i++
 		}
-		if full || !known || prev.hash != s.Hash {
-			changed[s.Service] = true
+		var was *ServiceChains
+		if i < len(prev) && prev[i].Service == s.Service {
+			was = &prev[i]
+			i++
+		}
+		if full || was == nil || was.Hash != s.Hash {
+			p.changed = append(p.changed, s.Service)
 			for _, c := range s.Chains {
 				nat.chain(c)
 			}
-			deleted = goneChains(deleted, prev.chains, s.Chains)
-		}
-	}
-	if last != nil {
-		for name, prev := range last.services {
-			if _, ok := next.services[name]; !ok {
-				changed[name] = true
-				deleted = goneChains(deleted, prev.chains, nil)
+			if was != nil {
+				deleted = goneChains(deleted, was.Chains, s.Chains)
 			}
 		}
+	}
+	for ; i < len(prev); i++ {
+		removed(prev[i])
 	}
 	if full {
-		desired := map[string]bool{}
-		for _, s := range fr.Services {
-			for _, c := range s.Chains {
-				desired[c.Name] = true
-			}
-		}
-		for _, table := range []string{tableFilter, tableNAT} {
-			for _, c := range saved.strayChains(table, writers[table].declared, desired) {
-				deleted = append(deleted, table+" "+c)
+		for _, w := range []*tableWriter{filter, nat} {
+			for _, c := range saved.strayChains(w.table, w.chains, fr.Services) {
+				deleted = append(deleted, w.table+" "+c)
 			}
 		}
 	}
-	sort.Strings(deleted)
+	slices.Sort(deleted)
 	deleted = slices.Compact(deleted)
 	for _, d := range deleted {
 		table, name, _ := strings.Cut(d, " ")
 		writers[table].remove(name)
 		p.deleted = append(p.deleted, name)
 	}
+	slices.Sort(p.changed)
+	p.changed = slices.Compact(p.changed)
 
-	for s := range changed {
-		p.changed = append(p.changed, s)
-	}
-	sort.Strings(p.changed)
-
-	var buf bytes.Buffer
-	buf.Grow(filter.len() + nat.len() + 64)
 	// Filter first, then nat, as kube-proxy. iptables-restore commits each
 	// table at its COMMIT: if nat fails, the old nat rules keep forwarding.
-	filter.writeTo(&buf, tableFilter)
-	nat.writeTo(&buf, tableNAT)
-	p.payload = buf.Bytes()
+	p.payload = payload(filter, nat)
 	p.written = filter.written + nat.written
 	return p
+}
+
+// outsideRules returns the saved rules of the table's chains that are not
+// KUBE-* chains (the built-in chains, where jump rules go), as a set.
+func (st savedState) outsideRules(table string) map[string]bool {
+	out := map[string]bool{}
+	if t := st[table]; t != nil {
+		for _, r := range t.rules {
+			if !strings.HasPrefix(r, "-A KUBE-") {
+				out[r] = true
+			}
+		}
+	}
+	return out
 }
 
 func (st savedState) hasRule(table, line string) bool {
@@ -313,52 +410,61 @@ func (st savedState) hasRule(table, line string) bool {
 }
 
 // strayChains lists KUBE-* chains in the table that neither the payload
-// declares nor the desired Service chains include. A chain that a rule
+// writes nor the desired Service chains include. A chain that a rule
 // outside the KUBE-* chains still refers to is left alone: deleting it
 // would make the whole restore fail, and it is not ours to unhook.
-func (st savedState) strayChains(table string, declared, desired map[string]bool) []string {
+func (st savedState) strayChains(table string, written []Chain, services []ServiceChains) []string {
 	t := st[table]
 	if t == nil {
 		return nil
 	}
 	referenced := map[string]bool{}
 	for _, r := range t.rules {
+		if strings.HasPrefix(r, "-A KUBE-") {
+			continue // a rule of a KUBE-* chain, which the next test skips too
+		}
 		chain, target := ruleChainAndTarget(r)
 		if !strings.HasPrefix(chain, "KUBE-") {
 			referenced[target] = true
 		}
 	}
-	var out []string
+	stray := map[string]bool{}
 	for name, policy := range t.chains {
-		if policy != "-" || !strings.HasPrefix(name, "KUBE-") {
-			continue
+		if policy == "-" && strings.HasPrefix(name, "KUBE-") && !referenced[name] {
+			stray[name] = true
 		}
-		if declared[name] || desired[name] || referenced[name] {
-			continue
-		}
-		out = append(out, name)
 	}
-	sort.Strings(out)
-	return out
+	if len(stray) == 0 {
+		return nil
+	}
+	for _, c := range written {
+		delete(stray, c.Name)
+	}
+	for _, s := range services {
+		for _, c := range s.Chains {
+			delete(stray, c.Name)
+		}
+	}
+	return slices.Sorted(maps.Keys(stray))
 }
 
 // planCleanup builds the restore input that removes everything KUBE-* from
 // the saved state: rules in other chains that jump to a KUBE-* chain, then
 // the KUBE-* chains themselves. It returns nil when there is nothing to do.
 func planCleanup(saved savedState) []byte {
-	var buf bytes.Buffer
+	var ws []*tableWriter
 	for _, table := range []string{tableFilter, tableNAT} {
 		t := saved[table]
 		if t == nil {
 			continue
 		}
-		w := newRestoreWriter()
+		w := &tableWriter{table: table}
 		for _, r := range t.rules {
 			chain, target := ruleChainAndTarget(r)
 			if !strings.HasPrefix(chain, "KUBE-") && strings.HasPrefix(target, "KUBE-") {
 				// iptables-save output is valid restore input, so the saved
 				// rule with -A turned into -D deletes exactly that rule.
-				w.inserts.WriteString("-D" + strings.TrimPrefix(r, "-A") + "\n")
+				w.inserts = append(w.inserts, "-D"+strings.TrimPrefix(r, "-A"))
 			}
 		}
 		var names []string
@@ -371,13 +477,13 @@ func planCleanup(saved savedState) []byte {
 		for _, n := range names {
 			w.remove(n)
 		}
-		if w.inserts.Len() == 0 && len(names) == 0 {
+		if len(w.inserts) == 0 && len(names) == 0 {
 			continue
 		}
-		w.writeTo(&buf, table)
+		ws = append(ws, w)
 	}
-	if buf.Len() == 0 {
+	if len(ws) == 0 {
 		return nil
 	}
-	return buf.Bytes()
+	return payload(ws...)
 }
