@@ -474,8 +474,7 @@ func (d *Datapath) load(want *desired) error {
 	if err != nil {
 		return err
 	}
-	objs := &lbObjects{}
-	err = spec.LoadAndAssign(objs, &ebpf.CollectionOptions{MapReplacements: replacements})
+	objs, err := loadObjects(spec, replacements)
 	for _, m := range replacements {
 		m.Close() // the collection holds its own clone
 	}
@@ -595,21 +594,14 @@ func (d *Datapath) pinObjects() error {
 			return fmt.Errorf("pin map %s: %w", name, err)
 		}
 	}
-	p := &d.objs.lbPrograms
-	for name, pr := range map[string]*ebpf.Program{
-		lbProgFromDev: p.FromDev, lbProgFromHost: p.FromHost, lbProgToDev: p.ToDev,
-		lbProgSockConnect4: p.SockConnect4, lbProgSockSendmsg4: p.SockSendmsg4,
-		lbProgSockRecvmsg4: p.SockRecvmsg4, lbProgSockGetpeername4: p.SockGetpeername4,
-		lbProgSockConnect6: p.SockConnect6, lbProgSockSendmsg6: p.SockSendmsg6,
-		lbProgSockRecvmsg6: p.SockRecvmsg6, lbProgSockGetpeername6: p.SockGetpeername6,
-	} {
+	for name, pr := range d.objs.lbPrograms.programs() {
 		path := filepath.Join(d.pinDir, pinName("prog", name))
 		// A program pinned by an earlier instance is replaced; links that
 		// still run it are switched over by adoptLinks.
 		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return fmt.Errorf("remove old program pin %s: %w", path, err)
 		}
-		if err := pr.Pin(path); err != nil {
+		if err := (*pr).Pin(path); err != nil {
 			return fmt.Errorf("pin program %s: %w", name, err)
 		}
 	}

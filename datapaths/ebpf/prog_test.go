@@ -65,8 +65,8 @@ func newProgHarness(t *testing.T) *progHarness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	objs := &lbObjects{}
-	if err := spec.LoadAndAssign(objs, nil); err != nil {
+	objs, err := loadObjects(spec, nil)
+	if err != nil {
 		var ve *ebpf.VerifierError
 		if errors.As(err, &ve) {
 			t.Fatalf("load: %+v", ve)
