@@ -43,32 +43,42 @@ func BenchmarkRenderAndPlan(b *testing.B) {
 }
 
 // BenchmarkPartialRenderAndPlan measures proxyrig's own share of a partial
-// sync at 10,000 Services after one Service changed: the proxier's cached
-// render (only the changed Service is rendered again) and the restore
-// input of the top-level chains and the changed chains.
+// sync after one Service changed: the proxier's cached render (only the
+// changed Service is rendered again) and the restore input of the
+// top-level chains and the changed chains.
 func BenchmarkPartialRenderAndPlan(b *testing.B) {
-	v := scaleView(10000)
-	cache := newRenderCache()
-	rs, err := render(v, goldenEnv, cache)
-	if err != nil {
-		b.Fatal(err)
-	}
-	applied := map[Family]*appliedFamily{}
-	for _, fr := range rs.Families {
-		applied[fr.Family] = newApplied(fr)
-	}
-	i := 0
-	for b.Loop() {
-		s := v.Cluster.Services[i%len(v.Cluster.Services)].Clone()
-		s.Ports[0].Endpoints = s.Ports[0].Endpoints[1:]
-		v = withService(v, i%len(v.Cluster.Services), s)
-		i++
-		rs, err := render(v, goldenEnv, cache)
-		if err != nil {
-			b.Fatal(err)
-		}
-		for _, fr := range rs.Families {
-			applied[fr.Family] = planSync(fr, applied[fr.Family], false, nil).applied
-		}
+	for _, n := range []int{1000, 10000} {
+		b.Run(fmt.Sprintf("services=%d", n), func(b *testing.B) {
+			v := scaleView(n)
+			cache := newRenderCache()
+			rs, err := render(v, goldenEnv, cache)
+			if err != nil {
+				b.Fatal(err)
+			}
+			applied := map[Family]*appliedFamily{}
+			for _, fr := range rs.Families {
+				applied[fr.Family] = newApplied(fr)
+			}
+			// Every Service in turn loses its first endpoint; in the next
+			// round it gets it back.
+			base := v.Cluster.Services
+			i := 0
+			for b.Loop() {
+				k := i % n
+				s := base[k].Clone()
+				if i/n%2 == 0 {
+					s.Ports[0].Endpoints = s.Ports[0].Endpoints[1:]
+				}
+				v = withService(v, k, s)
+				i++
+				rs, err := render(v, goldenEnv, cache)
+				if err != nil {
+					b.Fatal(err)
+				}
+				for _, fr := range rs.Families {
+					applied[fr.Family] = planSync(fr, applied[fr.Family], false, nil).applied
+				}
+			}
+		})
 	}
 }
