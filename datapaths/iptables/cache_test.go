@@ -1,6 +1,7 @@
 package iptables
 
 import (
+	"net/netip"
 	"reflect"
 	"testing"
 
@@ -56,4 +57,30 @@ func TestRenderCacheMatchesFreshRender(t *testing.T) {
 	// Above 1000 endpoints, large cluster mode changes every Service.
 	check("large", scaleView(250), goldenEnv)
 	check("small again", v, goldenEnv)
+}
+
+// The render cache reuses its context key while sameProxy says the proxy
+// settings are unchanged, so sameProxy must notice a change in any field,
+// including one added to ProxyConfig later.
+func TestSameProxySeesEveryField(t *testing.T) {
+	base := testProxy()
+	if !sameProxy(base, testProxy()) {
+		t.Fatal("equal proxy settings compare different")
+	}
+	typ := reflect.TypeFor[datapaths.ProxyConfig]()
+	for i := range typ.NumField() {
+		changed := testProxy()
+		f := reflect.ValueOf(&changed).Elem().Field(i)
+		switch f.Kind() {
+		case reflect.Bool:
+			f.SetBool(!f.Bool())
+		case reflect.Slice:
+			f.Set(reflect.Append(f, reflect.ValueOf(netip.MustParsePrefix("192.0.2.0/24"))))
+		default:
+			t.Fatalf("ProxyConfig.%s: teach this test (and sameProxy) about %s fields", typ.Field(i).Name, f.Kind())
+		}
+		if sameProxy(base, changed) {
+			t.Errorf("sameProxy misses a change of ProxyConfig.%s", typ.Field(i).Name)
+		}
+	}
 }

@@ -18,12 +18,17 @@ type appliedFamily struct {
 }
 
 func newApplied(fr *FamilyRules) *appliedFamily {
-	return &appliedFamily{services: sortedServices(fr.Services)}
+	return &appliedFamily{services: sortedServices(fr)}
 }
 
-// sortedServices returns s when its names strictly increase, as Render
-// makes them; otherwise a sorted copy with one entry per name (the last).
-func sortedServices(s []ServiceChains) []ServiceChains {
+// sortedServices returns fr's Services when their names strictly increase,
+// as Render makes them; otherwise a sorted copy with one entry per name
+// (the last).
+func sortedServices(fr *FamilyRules) []ServiceChains {
+	s := fr.Services
+	if fr.sorted {
+		return s
+	}
 	strict := true
 	for i := 1; i < len(s) && strict; i++ {
 		strict = s[i-1].Service < s[i].Service
@@ -331,7 +336,7 @@ func planSync(fr *FamilyRules, last *appliedFamily, full bool, saved savedState)
 	// Service had and no longer has. Unchanged Services are not looked at
 	// beyond their hash. Both lists are sorted by name, so one walk pairs
 	// each Service with its last state.
-	services := sortedServices(fr.Services)
+	services := sortedServices(fr)
 	p.applied = &appliedFamily{services: services}
 	var prev []ServiceChains
 	if last != nil {
@@ -344,7 +349,9 @@ func planSync(fr *FamilyRules, last *appliedFamily, full bool, saved savedState)
 	}
 	i := 0
 	for _, s := range services {
-		for i < len(prev) && prev[i].Service < s.Service {
+		// Unchanged Services share their strings with the last render, so
+		// equality is the cheap test; order is looked at only when it fails.
+		for i < len(prev) && prev[i].Service != s.Service && prev[i].Service < s.Service {
 			removed(prev[i])
 			i++
 		}

@@ -103,6 +103,9 @@ type FamilyRules struct {
 	LocalhostNodePorts bool
 	// LargeCluster is kube-proxy's large cluster mode (comments dropped).
 	LargeCluster bool
+	// sorted: Services is sorted by name, one entry per name, as Render
+	// makes it; the planner need not check.
+	sorted bool
 }
 
 // Ruleset is the desired state of a node: one FamilyRules per family, IPv4
@@ -169,13 +172,31 @@ func render(view *datapaths.NodeView, env Env, cache *renderCache) (*Ruleset, er
 	if view == nil || view.Cluster == nil {
 		return nil, errors.New("render iptables rules: no cluster in the node view")
 	}
+	// The model sorts Services by namespace, then name; the rules follow
+	// the order of "namespace/name", which differs only when a namespace
+	// is a prefix of another.
+	// unique: the names strictly increase (no Service twice), which lets
+	// the planner skip its own check.
+	services := view.Cluster.Services
+	unique := true
+	for i := 1; i < len(services) && unique; i++ {
+		unique = byName(services[i-1], services[i]) < 0
+	}
+	if !unique && !slices.IsSortedFunc(services, byName) {
+		services = slices.Clone(services)
+		slices.SortFunc(services, byName)
+	}
+	key := ""
+	if cache != nil {
+		key = cache.contextKey(view, env)
+	}
 	rs := &Ruleset{}
 	for _, f := range families {
 		var fcache *familyCache
 		if cache != nil {
 			fcache = cache.family(f)
 		}
-		rs.Families = append(rs.Families, renderFamily(view, f, env, fcache))
+		rs.Families = append(rs.Families, renderFamily(view, services, unique, f, env, fcache, key))
 	}
 	return rs, nil
 }
@@ -208,6 +229,40 @@ func (rs *Ruleset) detach() *Ruleset {
 // the unchanged ones. The output is identical with or without the cache.
 type renderCache struct {
 	families map[Family]*familyCache
+	// The context of the last render and its key, so that the key is not
+	// formatted again while the node (immutable, as the model), the
+	// proxy settings and env stay the same.
+	node  *model.Node
+	proxy datapaths.ProxyConfig
+	env   Env
+	key   string
+}
+
+// contextKey is a string that differs whenever the node, the proxy
+// settings or env do, all of which every Service's render depends on.
+func (c *renderCache) contextKey(view *datapaths.NodeView, env Env) string {
+	p := view.Proxy
+	if c.key != "" && c.node == view.Node && c.env == env && sameProxy(p, c.proxy) {
+		return c.key
+	}
+	node := ""
+	if view.Node != nil {
+		node = fmt.Sprintf("%+v", *view.Node)
+	}
+	c.node, c.env, c.key = view.Node, env, fmt.Sprintf("%+v|%+v|%s", env, p, node)
+	c.proxy = p
+	c.proxy.ClusterCIDRs = slices.Clone(p.ClusterCIDRs)
+	c.proxy.ServiceCIDRs = slices.Clone(p.ServiceCIDRs)
+	c.proxy.NodePortAddresses = slices.Clone(p.NodePortAddresses)
+	return c.key
+}
+
+// sameProxy compares proxy settings (TestSameProxySeesEveryField checks
+// that it knows every field).
+func sameProxy(a, b datapaths.ProxyConfig) bool {
+	return slices.Equal(a.ClusterCIDRs, b.ClusterCIDRs) && slices.Equal(a.ServiceCIDRs, b.ServiceCIDRs) &&
+		slices.Equal(a.NodePortAddresses, b.NodePortAddresses) && a.MasqueradeAll == b.MasqueradeAll &&
+		a.LocalhostNodePorts == b.LocalhostNodePorts && a.NoLocalTrafficDetector == b.NoLocalTrafficDetector
 }
 
 func newRenderCache() *renderCache { return &renderCache{families: map[Family]*familyCache{}} }
@@ -228,8 +283,10 @@ func (c *renderCache) family(f Family) *familyCache {
 // pointer comparison, without a map keyed by 10,000 Services.
 type familyCache struct {
 	key        string
-	prev, next []cachedService
+	prev, next []*cachedService
 	pos        int // the cursor in prev
+	// proxied counts the last render's Services proxied in the family.
+	proxied int
 	// topLens are the top-level chains' lengths in the last render, so the
 	// next one allocates them once.
 	topLens [numTopChains]int
@@ -265,7 +322,7 @@ func (c *familyCache) begin(key string) {
 // Service (pointer), or nil. Calls come in name order.
 func (c *familyCache) lookup(svc *model.Service) *cachedService {
 	for c.pos < len(c.prev) {
-		e := &c.prev[c.pos]
+		e := c.prev[c.pos]
 		if e.svc == svc {
 			c.pos++
 			return e
@@ -281,10 +338,11 @@ func (c *familyCache) lookup(svc *model.Service) *cachedService {
 
 // end makes this render's entries the ones the next render can reuse; the
 // previous ones' array is kept, emptied, for the render after.
-func (c *familyCache) end(fc *familyCtx) {
+func (c *familyCache) end(fc *familyCtx, proxied int) {
 	old := c.prev
 	c.prev, c.next = c.next, old[:0]
 	clear(old)
+	c.proxied = proxied
 	for i := range c.topLens {
 		c.topLens[i] = len(fc.top[i])
 	}
@@ -363,7 +421,9 @@ func (fc *familyCtx) replay(rules []topRule) {
 // byName orders Services as their "namespace/name" strings sort.
 func byName(a, b *model.Service) int { return a.Name.Compare(b.Name) }
 
-func renderFamily(view *datapaths.NodeView, f Family, env Env, cache *familyCache) *FamilyRules {
+// renderFamily renders one family; services are the view's, sorted by
+// name, and unique says that no name repeats.
+func renderFamily(view *datapaths.NodeView, services []*model.Service, unique bool, f Family, env Env, cache *familyCache, key string) *FamilyRules {
 	fc := &familyCtx{family: f, env: env, proxy: view.Proxy, node: view.Node}
 	for _, p := range view.Proxy.ClusterCIDRs {
 		// kube-proxy's ClusterCIDR detector takes one CIDR per family.
@@ -383,9 +443,13 @@ func renderFamily(view *datapaths.NodeView, f Family, env Env, cache *familyCach
 	fc.resolveNodePortAddresses()
 
 	// Large cluster mode counts every endpoint of every proxied Service
-	// port of this family, usable or not, as kube-proxy's endpointsMap does.
+	// port of this family, usable or not, as kube-proxy's endpointsMap does;
+	// the count stops once it is over the threshold.
 	total := 0
 	for _, svc := range view.Cluster.Services {
+		if total > largeClusterEndpointsThreshold {
+			break
+		}
 		if _, ok := clusterIPOf(svc, f); !ok {
 			continue
 		}
@@ -399,13 +463,11 @@ func renderFamily(view *datapaths.NodeView, f Family, env Env, cache *familyCach
 	}
 	fc.largeCluster = total > largeClusterEndpointsThreshold
 
+	out := &FamilyRules{Family: f, Jumps: slices.Clone(jumpRules), LocalhostNodePorts: fc.localhostNP, LargeCluster: fc.largeCluster, sorted: unique}
+
 	if cache != nil {
-		node := ""
-		if view.Node != nil {
-			node = fmt.Sprintf("%+v", *view.Node)
-		}
-		cache.begin(fmt.Sprintf("%+v|%+v|%s|%v", env, view.Proxy, node, fc.largeCluster))
-		defer cache.end(fc)
+		cache.begin(key + "|" + strconv.FormatBool(fc.largeCluster))
+		defer func() { cache.end(fc, len(out.Services)) }()
 		fc.record = true
 		for i, n := range cache.topLens {
 			if n > 0 {
@@ -416,16 +478,11 @@ func renderFamily(view *datapaths.NodeView, f Family, env Env, cache *familyCach
 
 	fc.writeBaseRules()
 
-	out := &FamilyRules{Family: f, Jumps: slices.Clone(jumpRules), LocalhostNodePorts: fc.localhostNP, LargeCluster: fc.largeCluster}
-	// The model sorts Services by namespace, then name; the rules follow
-	// the order of "namespace/name", which differs only when a namespace
-	// is a prefix of another.
-	services := view.Cluster.Services
-	if !slices.IsSortedFunc(services, byName) {
-		services = slices.Clone(services)
-		slices.SortFunc(services, byName)
+	proxied := len(services)
+	if cache != nil && cache.prev != nil {
+		proxied = cache.proxied + 8
 	}
-	out.Services = make([]ServiceChains, 0, len(services))
+	out.Services = make([]ServiceChains, 0, proxied)
 	for _, svc := range services {
 		var sc ServiceChains
 		var ok bool
@@ -435,13 +492,13 @@ func renderFamily(view *datapaths.NodeView, f Family, env Env, cache *familyCach
 		}
 		if cs != nil {
 			fc.replay(cs.top)
-			cache.next = append(cache.next, *cs)
+			cache.next = append(cache.next, cs)
 			sc, ok = cs.sc, cs.ok
 		} else {
 			var top []topRule
 			sc, ok, top = fc.renderService(svc)
 			if cache != nil {
-				cache.next = append(cache.next, cachedService{svc: svc, sc: sc, ok: ok, top: top})
+				cache.next = append(cache.next, &cachedService{svc: svc, sc: sc, ok: ok, top: top})
 			}
 		}
 		if ok {
