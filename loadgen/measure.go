@@ -631,6 +631,7 @@ func (r *runner) syncIncremental(ctx context.Context, cs *cellState, churn *Chur
 		cs.flush()
 		start := time.Now()
 		var all, cpus []time.Duration
+		var overheads []float64
 		byKind := map[ChangeKind][]time.Duration{}
 		for i := 0; i < cfg.Samples.Incremental; i++ {
 			if time.Since(start) > cfg.Samples.PhaseCap && len(all) >= 3 {
@@ -655,9 +656,18 @@ func (r *runner) syncIncremental(ctx context.Context, cs *cellState, churn *Chur
 			all = append(all, wall)
 			cpus = append(cpus, cpu)
 			byKind[ch.Kind] = append(byKind[ch.Kind], wall)
+			if tot := st.Render + st.Apply; tot > 0 {
+				overheads = append(overheads, float64(st.Render)/float64(tot))
+			}
 		}
 		cs.rec.addDist(MetricSyncIncremental, "all", all, "p50", "p99", "max")
 		cs.rec.addDist(MetricSyncIncremental, "all-cpu", cpus, "p50", "p99")
+		if len(overheads) > 0 {
+			// proxyrig's own share of each change's sync, as for sync_full.
+			slices.Sort(overheads)
+			cs.rec.add(MetricSyncIncremental, "all", "overhead", "ratio", len(overheads), median(overheads))
+			cs.rec.add(MetricSyncIncremental, "all", "overhead-max", "ratio", len(overheads), overheads[len(overheads)-1])
+		}
 		for _, k := range churnKinds {
 			cs.rec.addDist(MetricSyncIncremental, string(k), byKind[k], "p50", "p99")
 		}

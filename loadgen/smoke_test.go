@@ -132,8 +132,8 @@ func TestBenchSmoke(t *testing.T) {
 			}
 		}
 	}
-	positive(MetricSyncFull, "", "wall", "cpu", "objects")
-	positive(MetricSyncIncremental, "all", "p50", "p99")
+	positive(MetricSyncFull, "", "wall", "cpu", "objects", "overhead")
+	positive(MetricSyncIncremental, "all", "p50", "p99", "overhead", "overhead-max")
 	positive(MetricProgrammingLatency, "all", "p50", "p99")
 	positive(MetricProgrammingLatency, "add-service", "p50")
 	positive(MetricProgrammingLatency, "replace-endpoint", "p50")
