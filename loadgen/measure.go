@@ -131,13 +131,27 @@ func (cs *cellState) sync(ctx context.Context, prepared *model.Cluster) (wall, c
 	return wall, cpu, st, err
 }
 
+// noisySteal is the steal ratio from which a cell says its figures are
+// disturbed: on a quiet 2-core VM it stays well under 1%, while another
+// guest busy on the same host pushes it past 5%.
+const noisySteal = 0.05
+
 // runCell measures one datapath at one scale: build the lab, baseline on
 // the empty node, sync_full, traffic with the rules loaded,
 // sync_incremental, programming_latency and disruption, each phase's
 // failure recorded without stopping the ones that can still run.
 func (r *runner) runCell(ctx context.Context, cell *Cell) {
 	t0 := time.Now()
-	defer func() { cell.DurationNs = time.Since(t0).Nanoseconds() }()
+	ticks0, ticksErr := readCPUTicks()
+	defer func() {
+		cell.DurationNs = time.Since(t0).Nanoseconds()
+		if ticks, err := readCPUTicks(); err == nil && ticksErr == nil {
+			cell.StealRatio = ticks.stealRatio(ticks0)
+			if cell.StealRatio >= noisySteal {
+				cell.Notes = append(cell.Notes, fmt.Sprintf("the hypervisor took %.0f%% of the CPU time while this cell ran (steal in /proc/stat): its latency figures are noisier than a quiet machine's", 100*cell.StealRatio))
+			}
+		}
+	}()
 	cfg := r.cfg
 	env := r.res.Run.Env
 	spec := cfg.Spec

@@ -71,11 +71,16 @@ type Cell struct {
 	// LargestMeasuredScale is the largest Service count at which this
 	// datapath's full sync was measured in this run, so a skipped cell
 	// still says how far the datapath got.
-	LargestMeasuredScale int      `json:"largestMeasuredScale"`
-	Backend              string   `json:"backend,omitempty"`
-	DurationNs           int64    `json:"durationNs"`
-	Errors               []string `json:"errors,omitempty"`
-	Notes                []string `json:"notes,omitempty"`
+	LargestMeasuredScale int    `json:"largestMeasuredScale"`
+	Backend              string `json:"backend,omitempty"`
+	DurationNs           int64  `json:"durationNs"`
+	// StealRatio is the share of the machine's CPU time that the
+	// hypervisor took away while the cell ran (steal in /proc/stat): a
+	// virtual machine's background load, which no run can control and
+	// which widens every latency figure. 0 on bare metal.
+	StealRatio float64  `json:"stealRatio"`
+	Errors     []string `json:"errors,omitempty"`
+	Notes      []string `json:"notes,omitempty"`
 }
 
 // Figure is one statistic of one metric for one datapath at one scale,

@@ -58,6 +58,54 @@ func readKernelCPU() (kernelCPU, error) {
 	return kernelCPU{}, fmt.Errorf("/proc/stat has no cpu line")
 }
 
+// cpuTicks is the first line of /proc/stat summed two ways: every state's
+// ticks, and steal, the time this VM's virtual CPUs were ready to run but
+// the hypervisor ran something else.
+type cpuTicks struct {
+	total, steal uint64
+}
+
+func readCPUTicks() (cpuTicks, error) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return cpuTicks{}, err
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	return parseCPUTicks(line)
+}
+
+// parseCPUTicks reads /proc/stat's first line.
+func parseCPUTicks(line string) (cpuTicks, error) {
+	fields := strings.Fields(line)
+	if len(fields) < 9 || fields[0] != "cpu" {
+		return cpuTicks{}, fmt.Errorf("/proc/stat: first line %q is not the cpu line", line)
+	}
+	var t cpuTicks
+	// cpu user nice system idle iowait irq softirq steal [guest guest_nice]:
+	// guest time is already counted in user and nice.
+	for i, f := range fields[1:9] {
+		v, err := strconv.ParseUint(f, 10, 64)
+		if err != nil {
+			return cpuTicks{}, fmt.Errorf("/proc/stat: cpu field %d: %w", i+1, err)
+		}
+		t.total += v
+		if i == 7 {
+			t.steal = v
+		}
+	}
+	return t, nil
+}
+
+// stealRatio is the share of all CPU time between two readings that the
+// hypervisor stole; 0 when no time passed.
+func (t cpuTicks) stealRatio(before cpuTicks) float64 {
+	total := t.total - before.total
+	if total == 0 {
+		return 0
+	}
+	return float64(t.steal-before.steal) / float64(total)
+}
+
 // since is the kernel time spent between two readings.
 func (k kernelCPU) since(before kernelCPU) time.Duration {
 	ticks := (k.system - before.system) + (k.irq - before.irq) + (k.softirq - before.softirq)

@@ -40,6 +40,7 @@ var templateFuncs = template.FuncMap{
 	"value":    formatValue,
 	"duration": func(ns int64) string { return formatDuration(float64(ns)) },
 	"count":    humanCount,
+	"percent":  func(r float64) string { return fmt.Sprintf("%.1f%%", 100*r) },
 	"kind":     kindText,
 	"ratio":    formatRatio,
 	"symbol":   func(s string) string { return matrix.Symbols[s] },
