@@ -132,8 +132,8 @@ func (cs *cellState) sync(ctx context.Context, prepared *model.Cluster) (wall, c
 }
 
 // noisySteal is the steal ratio from which a cell says its figures are
-// disturbed: on a quiet 2-core VM it stays well under 1%, while another
-// guest busy on the same host pushes it past 5%.
+// disturbed: cells on this 2-core VM with nothing else running showed
+// 2-3%.
 const noisySteal = 0.05
 
 // runCell measures one datapath at one scale: build the lab, baseline on
