@@ -278,7 +278,8 @@ func (d *Datapath) Sync(ctx context.Context, view *datapaths.NodeView, opts data
 	}
 	stats.Render += time.Since(t)
 
-	if d.objs == nil {
+	firstLoad := d.objs == nil
+	if firstLoad {
 		// Loading the programs in a goroutine while the view renders
 		// was tried: on a busy 2-core machine the verifier and the
 		// render (and its GC) only slowed each other down.
@@ -314,13 +315,44 @@ func (d *Datapath) Sync(ctx context.Context, view *datapaths.NodeView, opts data
 		stats.Apply += time.Since(t)
 		return stats, err
 	}
-	if _, err := d.syncAttachments(); err != nil {
+	// attached waits for the tc hooks. Attaching is mostly waiting: the
+	// kernel takes an RCU grace period per hook (5-8 ms each). Right after
+	// loading, no hook runs this instance's programs yet and the maps are
+	// being filled from scratch, so the hooks are attached while the rest
+	// of the sync runs; apply's order keeps every lookup chain complete
+	// at each moment, so a packet that meets a hook early sees the old or
+	// the new state of a frontend, never half of it. Later syncs attach
+	// new interfaces first, before the maps point at their pods.
+	attachErr := make(chan error, 1)
+	attached := func() error {
+		if attachErr == nil {
+			return nil
+		}
+		err := <-attachErr
+		attachErr = nil
+		return err
+	}
+	if firstLoad {
+		go func() {
+			_, err := d.syncAttachments()
+			attachErr <- err
+		}()
+	} else {
+		_, err := d.syncAttachments()
+		attachErr <- err
+		if err := attached(); err != nil {
+			stats.Apply += time.Since(t)
+			return stats, err
+		}
+	}
+	// Every return from here on waits for the attaching goroutine.
+	fail := func(err error) (datapaths.SyncStats, error) {
+		err = errors.Join(err, attached())
 		stats.Apply += time.Since(t)
 		return stats, err
 	}
 	if err := d.syncCookies(want); err != nil {
-		stats.Apply += time.Since(t)
-		return stats, err
+		return fail(err)
 	}
 	if want.localhostNodePorts {
 		// Replies to 127.0.0.1 are handed to lo's receive path with no
@@ -333,8 +365,7 @@ func (d *Datapath) Sync(ctx context.Context, view *datapaths.NodeView, opts data
 		// nothing but the node's own traffic anyway.
 		for _, key := range []string{"net.ipv4.conf.lo.route_localnet", "net.ipv4.conf.lo.accept_local"} {
 			if err := d.setSysctl(key, "1"); err != nil {
-				stats.Apply += time.Since(t)
-				return stats, err
+				return fail(err)
 			}
 		}
 	}
@@ -352,8 +383,7 @@ func (d *Datapath) Sync(ctx context.Context, view *datapaths.NodeView, opts data
 	case full:
 		have, err = readMaps(&d.objs.lbMaps)
 		if err != nil {
-			stats.Apply += time.Since(t)
-			return stats, fmt.Errorf("read BPF maps of netns %s for a full sync: %w", d.cfg.NS.Name, err)
+			return fail(fmt.Errorf("read BPF maps of netns %s for a full sync: %w", d.cfg.NS.Name, err))
 		}
 	}
 	stats.Apply += time.Since(t)
@@ -378,11 +408,17 @@ func (d *Datapath) Sync(ctx context.Context, view *datapaths.NodeView, opts data
 	d.faultNext = false
 	d.mapsFresh = false
 	err = plan.apply(&d.objs.lbMaps, want, fault)
-	stats.Apply += time.Since(t)
 	if err != nil {
 		err = fmt.Errorf("write BPF maps of netns %s (%s sync): %w", d.cfg.NS.Name, syncKind(full), err)
+		return fail(errors.Join(err, d.rollback(have)))
+	}
+	if err := attached(); err != nil {
+		// A hook is missing: put the maps back as they were, as a failed
+		// write would, and let the next (full) sync attach again.
+		stats.Apply += time.Since(t)
 		return stats, errors.Join(err, d.rollback(have))
 	}
+	stats.Apply += time.Since(t)
 	gone := goneBackends(plan, have)
 	if incremental {
 		have.patch(want)
