@@ -433,10 +433,10 @@ func (p *syncPlan) apply(m *lbMaps, want *desired, injectFault bool) error {
 	if err := update(m.Backends6, "backends6", p.backends6Upd, want.Backends6); err != nil {
 		return err
 	}
-	if err := update(m.Slots, "slots", p.slotsUpd, want.Slots); err != nil {
-		return err
-	}
-	if err := update(m.Members, "members", p.membersUpd, want.Members); err != nil {
+	if err := both(len(p.slotsUpd)+len(p.membersUpd) >= concurrentWrites,
+		func() error { return update(m.Slots, "slots", p.slotsUpd, want.Slots) },
+		func() error { return update(m.Members, "members", p.membersUpd, want.Members) },
+	); err != nil {
 		return err
 	}
 	if injectFault {
@@ -494,6 +494,27 @@ func (p *syncPlan) apply(m *lbMaps, want *desired, injectFault bool) error {
 		return err
 	}
 	return remove(m.Backends, "backends", p.backendsDel)
+}
+
+// concurrentWrites is the number of slot and member entries from which
+// apply writes the two maps side by side (a full sync's 50k each) rather
+// than one after the other: each batch is a syscall that the kernel runs
+// on one CPU, and neither map refers to the other.
+const concurrentWrites = 4096
+
+// both runs a and b, at the same time when concurrently is set, and
+// returns their errors.
+func both(concurrently bool, a, b func() error) error {
+	if !concurrently {
+		if err := a(); err != nil {
+			return err
+		}
+		return b()
+	}
+	errb := make(chan error, 1)
+	go func() { errb <- b() }()
+	erra := a()
+	return errors.Join(erra, <-errb)
 }
 
 // update writes keys (with their values from want) in one batch, or one
