@@ -286,6 +286,12 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 				cell.Status = "skipped"
 				cell.Reason = fmt.Sprintf("predicted to take %s (full sync about %s, extrapolated from %d Services) but only %s of the %s budget is left",
 					pred.total.Round(time.Second), pred.syncFull.Round(time.Millisecond), pred.from, remaining.Round(time.Second), cfg.Budget)
+				if n > 10*pred.from {
+					// A fixed cost (loading programs, spawning a tool)
+					// dominates small scales; scaling it 10x and more
+					// overestimates.
+					cell.Reason += fmt.Sprintf("; a scale between %d and %d would give a closer prediction", pred.from, n)
+				}
 			default:
 				r.mu.Lock()
 				r.cellPred, r.cellT0 = pred.total, time.Now()
