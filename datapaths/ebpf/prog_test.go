@@ -541,6 +541,44 @@ func TestFlushConntrack(t *testing.T) {
 	}
 }
 
+// TestProgTupleReusedDirect: a client that closed a connection through a
+// ClusterIP and then opens one straight to the same endpoint from the same
+// source port reuses the translated flow's tuple on the wire. The new
+// connection's SYN-ACK must reach it as the endpoint sent it, not
+// reverse-NATed to the ClusterIP by the closed flow's reply entry (the
+// client would reset it, and the connection time out).
+func TestProgTupleReusedDirect(t *testing.T) {
+	h := newProgHarness(t)
+	h.sync(t, view(service("web", model.ClusterIP, "198.19.0.87", port("", model.TCP, 80, 0, ep("198.18.65.61", 8080, nodeB)))))
+	client, vip, backend := ap("198.18.64.31:40001"), ap("198.19.0.87:80"), ap("198.18.65.61:8080")
+	pkt := func(src, dst netip.AddrPort, flags uint8) []byte {
+		return buildPacket(pktSpec{proto: protoTCP, src: src, dst: dst, flags: flags})
+	}
+	step := func(what string, in []byte, wantRet uint32, wantSrc, wantDst netip.AddrPort) {
+		t.Helper()
+		ret, out := h.run(t, h.objs.FromDev, in)
+		if ret != wantRet {
+			t.Fatalf("%s: verdict %d, want %d", what, ret, wantRet)
+		}
+		p, err := parsePacket(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p.src != wantSrc || p.dst != wantDst {
+			t.Fatalf("%s: %s -> %s, want %s -> %s", what, p.src, p.dst, wantSrc, wantDst)
+		}
+	}
+	// Through the ClusterIP, then closed from both ends.
+	step("SYN to the ClusterIP", pkt(client, vip, tcpSYN), tcActRedirect, client, backend)
+	step("its SYN-ACK", pkt(backend, client, tcpSYN|tcpACK), tcActRedirect, vip, client)
+	step("client FIN", pkt(client, vip, tcpFIN|tcpACK), tcActRedirect, client, backend)
+	step("endpoint FIN", pkt(backend, client, tcpFIN|tcpACK), tcActRedirect, vip, client)
+	// Straight to the endpoint, same source port.
+	step("SYN to the endpoint", pkt(client, backend, tcpSYN), tcActOK, client, backend)
+	step("the endpoint's SYN-ACK", pkt(backend, client, tcpSYN|tcpACK), tcActOK, backend, client)
+	step("the endpoint's next segment", pkt(backend, client, tcpACK), tcActOK, backend, client)
+}
+
 // TestProgFragments checks that both fragments of a large UDP datagram are
 // translated, the second one with the ports its first fragment carried,
 // and that the reassembled datagram's checksum is still right.

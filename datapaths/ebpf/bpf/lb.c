@@ -454,6 +454,20 @@ static __always_inline void ct_touch(struct ct_entry *e, const struct pkt *p, __
 		e->flags |= CT_CLOSING;
 }
 
+// ct_reply_reused reports a reply entry that a new connection has taken
+// over. A SYN-ACK answers a connection being opened, so one that meets the
+// reply entry of a closed flow belongs to a new connection on the same
+// tuple: a client that reused its source port to reach the backend
+// directly (not through the frontend). Translated, it would hand the
+// client a SYN-ACK from the frontend, which the client resets, and the new
+// connection would time out. kube-proxy's conntrack sees the clash when the
+// new connection's SYN arrives and gives it a tuple of its own.
+static __always_inline int ct_reply_reused(__u16 flags, __u8 proto, __u8 tcp_flags)
+{
+	return proto == IPPROTO_TCP && (flags & CT_CLOSING) &&
+	       (tcp_flags & (TCP_SYN | TCP_ACK)) == (TCP_SYN | TCP_ACK);
+}
+
 static __always_inline int is_member(__u32 group, __u32 backend_id)
 {
 	struct member_key mk = { .id = group, .backend_id = backend_id };
@@ -717,6 +731,10 @@ static __noinline int lb4(struct __sk_buff *skb, int hook)
 	key.proto = p.proto;
 	key.dir = CT_REPLY;
 	e = bpf_map_lookup_elem(&ct, &key);
+	if (e && ct_reply_reused(e->flags, p.proto, p.tcp_flags)) {
+		bpf_map_delete_elem(&ct, &key);
+		e = 0;
+	}
 	if (e && ct_alive(e, p.proto, now)) {
 		ct_touch(e, &p, now);
 		e->flags |= CT_SEEN_REPLY;
@@ -783,6 +801,10 @@ static __always_inline int to_dev4(struct __sk_buff *skb)
 	key.proto = p.proto;
 	key.dir = CT_REPLY;
 	e = bpf_map_lookup_elem(&ct, &key);
+	if (e && ct_reply_reused(e->flags, p.proto, p.tcp_flags)) {
+		bpf_map_delete_elem(&ct, &key);
+		e = 0;
+	}
 	if (e && ct_alive(e, p.proto, now)) {
 		ct_touch(e, &p, now);
 		e->flags |= CT_SEEN_REPLY;

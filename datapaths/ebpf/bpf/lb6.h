@@ -590,6 +590,10 @@ static __noinline int lb6(struct __sk_buff *skb, int egress)
 	key.proto = p.proto;
 	key.dir = CT_REPLY;
 	e = bpf_map_lookup_elem(&ct6, &key);
+	if (e && ct_reply_reused(e->flags, p.proto, p.tcp_flags)) {
+		bpf_map_delete_elem(&ct6, &key);
+		e = 0;
+	}
 	if (e && ct6_alive(e, p.proto, now)) {
 		ct6_touch(e, &p, now);
 		e->flags |= CT_SEEN_REPLY;
