@@ -5,6 +5,8 @@ import (
 	"reflect"
 	"slices"
 	"testing"
+
+	"github.com/cilium/ebpf"
 )
 
 // TestProgramsCoverObject: loadObjects fills lbPrograms through programs(),
@@ -42,28 +44,22 @@ func TestProgramsCoverObject(t *testing.T) {
 	}
 	// The programs were loaded in separate collections: each must use
 	// objs' maps, not a copy of its own.
-	info, err := objs.FromDev.Info()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ids, ok := info.MapIDs()
-	if !ok {
-		t.Fatal("the kernel reports no map ids for from_dev (Linux 4.15+ does)")
-	}
 	cfgInfo, err := objs.Config.Info()
 	if err != nil {
 		t.Fatal(err)
 	}
 	cfgID, _ := cfgInfo.ID()
-	if !slices.Contains(ids, cfgID) {
-		t.Errorf("from_dev uses maps %v, not objs' config map %d", ids, cfgID)
-	}
-	hostInfo, err := objs.FromHost.Info()
-	if err != nil {
-		t.Fatal(err)
-	}
-	hostIDs, _ := hostInfo.MapIDs()
-	if !slices.Contains(hostIDs, cfgID) {
-		t.Errorf("from_host uses maps %v, not objs' config map %d", hostIDs, cfgID)
+	for name, prog := range map[string]*ebpf.Program{lbProgFromDev: objs.FromDev, lbProgFromHost: objs.FromHost} {
+		info, err := prog.Info()
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids, ok := info.MapIDs()
+		if !ok {
+			t.Fatalf("the kernel reports no map ids for %s (Linux 4.15+ does)", name)
+		}
+		if !slices.Contains(ids, cfgID) {
+			t.Errorf("%s uses maps %v, not objs' config map %d", name, ids, cfgID)
+		}
 	}
 }
