@@ -323,7 +323,17 @@ func (d *Datapath) Sync(ctx context.Context, view *datapaths.NodeView, opts data
 	// at each moment, so a packet that meets a hook early sees the old or
 	// the new state of a frontend, never half of it. Later syncs attach
 	// new interfaces first, before the maps point at their pods.
-	attachErr := make(chan error, 1)
+	var attachErr chan error // set while the first sync's hooks are attached
+	if firstLoad {
+		attachErr = make(chan error, 1)
+		go func() {
+			_, err := d.syncAttachments()
+			attachErr <- err
+		}()
+	} else if _, err := d.syncAttachments(); err != nil {
+		stats.Apply += time.Since(t)
+		return stats, err
+	}
 	attached := func() error {
 		if attachErr == nil {
 			return nil
@@ -331,19 +341,6 @@ func (d *Datapath) Sync(ctx context.Context, view *datapaths.NodeView, opts data
 		err := <-attachErr
 		attachErr = nil
 		return err
-	}
-	if firstLoad {
-		go func() {
-			_, err := d.syncAttachments()
-			attachErr <- err
-		}()
-	} else {
-		_, err := d.syncAttachments()
-		attachErr <- err
-		if err := attached(); err != nil {
-			stats.Apply += time.Since(t)
-			return stats, err
-		}
 	}
 	// Every return from here on waits for the attaching goroutine.
 	fail := func(err error) (datapaths.SyncStats, error) {
