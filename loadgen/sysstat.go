@@ -37,25 +37,11 @@ type kernelCPU struct {
 }
 
 func readKernelCPU() (kernelCPU, error) {
-	f, err := os.Open("/proc/stat")
+	v, err := readStatCPU()
 	if err != nil {
 		return kernelCPU{}, err
 	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) < 8 || fields[0] != "cpu" {
-			continue
-		}
-		v := make([]uint64, 8)
-		for i := 1; i < 8; i++ {
-			v[i], _ = strconv.ParseUint(fields[i], 10, 64)
-		}
-		// cpu user nice system idle iowait irq softirq ...
-		return kernelCPU{system: v[3], irq: v[6], softirq: v[7]}, nil
-	}
-	return kernelCPU{}, fmt.Errorf("/proc/stat has no cpu line")
+	return kernelCPU{system: v[2], irq: v[5], softirq: v[6]}, nil
 }
 
 // cpuTicks is the first line of /proc/stat summed two ways: every state's
@@ -66,34 +52,59 @@ type cpuTicks struct {
 }
 
 func readCPUTicks() (cpuTicks, error) {
-	b, err := os.ReadFile("/proc/stat")
+	v, err := readStatCPU()
 	if err != nil {
 		return cpuTicks{}, err
 	}
-	line, _, _ := strings.Cut(string(b), "\n")
-	return parseCPUTicks(line)
+	return ticksOf(v), nil
 }
 
 // parseCPUTicks reads /proc/stat's first line.
 func parseCPUTicks(line string) (cpuTicks, error) {
+	v, err := parseStatCPU(line)
+	if err != nil {
+		return cpuTicks{}, err
+	}
+	return ticksOf(v), nil
+}
+
+// ticksOf sums the cpu line; guest time (after steal) is already counted
+// in user and nice.
+func ticksOf(v [8]uint64) cpuTicks {
+	var t cpuTicks
+	for _, x := range v {
+		t.total += x
+	}
+	t.steal = v[7]
+	return t
+}
+
+// readStatCPU reads the machine-wide cpu line of /proc/stat (the first).
+func readStatCPU() ([8]uint64, error) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return [8]uint64{}, err
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	return parseStatCPU(line)
+}
+
+// parseStatCPU parses "cpu user nice system idle iowait irq softirq steal
+// [guest guest_nice]" into its first eight counters (USER_HZ ticks).
+func parseStatCPU(line string) ([8]uint64, error) {
+	var v [8]uint64
 	fields := strings.Fields(line)
 	if len(fields) < 9 || fields[0] != "cpu" {
-		return cpuTicks{}, fmt.Errorf("/proc/stat: first line %q is not the cpu line", line)
+		return v, fmt.Errorf("/proc/stat: first line %q is not the cpu line", line)
 	}
-	var t cpuTicks
-	// cpu user nice system idle iowait irq softirq steal [guest guest_nice]:
-	// guest time is already counted in user and nice.
 	for i, f := range fields[1:9] {
-		v, err := strconv.ParseUint(f, 10, 64)
+		x, err := strconv.ParseUint(f, 10, 64)
 		if err != nil {
-			return cpuTicks{}, fmt.Errorf("/proc/stat: cpu field %d: %w", i+1, err)
+			return v, fmt.Errorf("/proc/stat: cpu field %d: %w", i+1, err)
 		}
-		t.total += v
-		if i == 7 {
-			t.steal = v
-		}
+		v[i] = x
 	}
-	return t, nil
+	return v, nil
 }
 
 // stealRatio is the share of all CPU time between two readings that the
