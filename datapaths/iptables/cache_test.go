@@ -84,3 +84,38 @@ func TestSameProxySeesEveryField(t *testing.T) {
 		}
 	}
 }
+
+// A node changed in place between syncs (renamed, so that other
+// endpoints are its local ones) still changes the render: the cache
+// compares the node by value, not by pointer.
+func TestRenderCacheSeesNodeChangedInPlace(t *testing.T) {
+	var v *datapaths.NodeView
+	for _, c := range goldenCases() {
+		if c.name == "itp-local" {
+			v = c.view
+		}
+	}
+	if v == nil || v.Node == nil {
+		t.Fatal("no itp-local fixture with a node")
+	}
+	cache := newRenderCache()
+	before, err := render(v, goldenEnv, cache)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v.Node.Name = "node-elsewhere"
+	want, err := Render(v, goldenEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if reflect.DeepEqual(before, want) {
+		t.Fatal("renaming the node does not change the fixture's rules: the test proves nothing")
+	}
+	got, err := render(v, goldenEnv, cache)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(want, got) {
+		t.Error("after the node was renamed in place, the cached render differs from a fresh one")
+	}
+}

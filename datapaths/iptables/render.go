@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"hash/maphash"
 	"net/netip"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -230,7 +231,7 @@ func (rs *Ruleset) detach() *Ruleset {
 type renderCache struct {
 	families map[Family]*familyCache
 	// The context of the last render and its key, so that the key is not
-	// formatted again while the node (immutable, as the model), the
+	// formatted again while the node (a copy, compared by value), the
 	// proxy settings and env stay the same.
 	node  *model.Node
 	proxy datapaths.ProxyConfig
@@ -242,14 +243,16 @@ type renderCache struct {
 // settings or env do, all of which every Service's render depends on.
 func (c *renderCache) contextKey(view *datapaths.NodeView, env Env) string {
 	p := view.Proxy
-	if c.key != "" && c.node == view.Node && c.env == env && sameProxy(p, c.proxy) {
+	// The node is compared by value with a copy: a caller that changes
+	// its Node in place between syncs must still get a new key.
+	if c.key != "" && reflect.DeepEqual(c.node, view.Node) && c.env == env && sameProxy(p, c.proxy) {
 		return c.key
 	}
 	node := ""
 	if view.Node != nil {
 		node = fmt.Sprintf("%+v", *view.Node)
 	}
-	c.node, c.env, c.key = view.Node, env, fmt.Sprintf("%+v|%+v|%s", env, p, node)
+	c.node, c.env, c.key = view.Node.Clone(), env, fmt.Sprintf("%+v|%+v|%s", env, p, node)
 	c.proxy = p
 	c.proxy.ClusterCIDRs = slices.Clone(p.ClusterCIDRs)
 	c.proxy.ServiceCIDRs = slices.Clone(p.ServiceCIDRs)
