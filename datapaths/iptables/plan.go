@@ -459,11 +459,6 @@ func (st savedState) outsideRules(table string) map[string]bool {
 	return out
 }
 
-func (st savedState) hasRule(table, line string) bool {
-	t := st[table]
-	return t != nil && slices.Contains(t.rules, line)
-}
-
 // strayChains lists KUBE-* chains in the table that neither the payload
 // writes nor the desired Service chains include. A chain that a rule
 // outside the KUBE-* chains still refers to is left alone: deleting it

@@ -208,6 +208,8 @@ func (rs *Ruleset) detach() *Ruleset {
 	out := &Ruleset{}
 	for _, fr := range rs.Families {
 		c := *fr
+		// The hook may reorder or add Services: the planner checks again.
+		c.sorted = false
 		c.Services = slices.Clone(fr.Services)
 		for i := range c.Services {
 			chains := slices.Clone(c.Services[i].Chains)
