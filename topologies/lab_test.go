@@ -563,7 +563,14 @@ func TestCleanupAfterCrash(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The stand-in must be alive, under its title, before cleanup looks.
-	if got := argv0(cmd.Process.Pid); got != title {
+	// Right after Start the child may still be between fork and exec, when
+	// /proc/<pid>/cmdline reads empty or as this binary's: wait for the
+	// exec (seconds at most), and fail only if the title never shows.
+	got := argv0(cmd.Process.Pid)
+	for deadline := time.Now().Add(5 * time.Second); got != title && time.Now().Before(deadline); got = argv0(cmd.Process.Pid) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if got != title {
 		t.Fatalf("stand-in pid %d has argv[0] %q, want %q", cmd.Process.Pid, got, title)
 	}
 	waited := make(chan error, 1)
