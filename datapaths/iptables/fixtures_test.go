@@ -1,6 +1,7 @@
 package iptables
 
 import (
+	"fmt"
 	"net/netip"
 	"time"
 
@@ -110,6 +111,22 @@ func goldenCases() []goldenCase {
 				ep("198.18.64.10", 8080, nodeA),
 				ep("198.18.65.10", 8080, nodeB),
 				ep("198.18.65.11", 8080, nodeB))),
+	))
+
+	// More than 16 endpoints: the render then finds chain names and
+	// endpoint chains through maps rather than linear scans (linearChains),
+	// and this pins that path's output.
+	var many []*model.Endpoint
+	for i := range 20 {
+		node := nodeA
+		if i%2 == 1 {
+			node = nodeB
+		}
+		many = append(many, ep(fmt.Sprintf("198.18.%d.%d", 64+i%2, 30+i), 8080, node))
+	}
+	add("nodeport-many-endpoints", view(
+		service("default", "wide", model.NodePort, v4("198.19.0.40"),
+			port("http", model.TCP, 80, 30040, many...)),
 	))
 
 	// targetPort names resolve per endpoint: each port lists the endpoints

@@ -1,7 +1,9 @@
 package iptables
 
 import (
+	"net/netip"
 	"strconv"
+	"strings"
 	"testing"
 )
 
@@ -106,6 +108,40 @@ func TestSupportsRandomFully(t *testing.T) {
 	} {
 		if got := supportsRandomFully(out); got != want {
 			t.Errorf("supportsRandomFully(%q) = %v, want %v", out, got, want)
+		}
+	}
+}
+
+// TestManyEndpointNames checks the render's chain names for a Service
+// with more endpoints than linearChains (found through maps there, and
+// hashed inline rather than by the functions in names.go) against
+// kube-proxy's naming, computed independently by those functions.
+func TestManyEndpointNames(t *testing.T) {
+	var c goldenCase
+	for _, g := range goldenCases() {
+		if g.name == "nodeport-many-endpoints" {
+			c = g
+		}
+	}
+	if c.view == nil {
+		t.Fatal("no nodeport-many-endpoints fixture")
+	}
+	text, err := RestoreText(c.view, c.env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	eps := c.view.Cluster.Services[0].Ports[0].Endpoints
+	if len(eps) <= linearChains {
+		t.Fatalf("fixture has %d endpoints, want more than %d", len(eps), linearChains)
+	}
+	svc := svcChainName("default/wide:http", "tcp")
+	if !strings.Contains(text, ":"+svc+" ") {
+		t.Errorf("no chain %s in the ruleset", svc)
+	}
+	for _, e := range eps {
+		sep := sepChainName("default/wide:http", "tcp", netip.AddrPortFrom(e.IP, uint16(e.Port)).String())
+		if !strings.Contains(text, ":"+sep+" ") || !strings.Contains(text, "-j "+sep+"\n") {
+			t.Errorf("endpoint %s: chain %s not declared and jumped to", e.IP, sep)
 		}
 	}
 }
