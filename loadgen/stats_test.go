@@ -186,14 +186,15 @@ func BenchmarkProbeLoopTCPConnect(b *testing.B) {
 
 func TestStealRatio(t *testing.T) {
 	// user nice system idle iowait irq softirq steal guest guest_nice
-	before, err := parseCPUTicks("cpu  100 0 50 800 0 0 10 40 7 0")
+	v0, err := parseStatCPU("cpu  100 0 50 800 0 0 10 40 7 0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	after, err := parseCPUTicks("cpu  150 0 70 1500 0 0 20 100 9 0")
+	v1, err := parseStatCPU("cpu  150 0 70 1500 0 0 20 100 9 0")
 	if err != nil {
 		t.Fatal(err)
 	}
+	before, after := ticksOf(v0), ticksOf(v1)
 	// 50+20+700+10+60 = 840 ticks passed, 60 of them stolen; guest time is
 	// inside user already and must not count twice.
 	if got, want := after.stealRatio(before), 60.0/840; math.Abs(got-want) > 1e-12 {
@@ -203,8 +204,8 @@ func TestStealRatio(t *testing.T) {
 		t.Errorf("no time passed: steal ratio %v, want 0", got)
 	}
 	for _, bad := range []string{"", "intr 1 2 3", "cpu 1 2 3", "cpu 1 2 3 4 5 6 7 x"} {
-		if _, err := parseCPUTicks(bad); err == nil {
-			t.Errorf("parseCPUTicks(%q) accepted", bad)
+		if _, err := parseStatCPU(bad); err == nil {
+			t.Errorf("parseStatCPU(%q) accepted", bad)
 		}
 	}
 	if _, err := readCPUTicks(); err != nil {

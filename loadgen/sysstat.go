@@ -59,15 +59,6 @@ func readCPUTicks() (cpuTicks, error) {
 	return ticksOf(v), nil
 }
 
-// parseCPUTicks reads /proc/stat's first line.
-func parseCPUTicks(line string) (cpuTicks, error) {
-	v, err := parseStatCPU(line)
-	if err != nil {
-		return cpuTicks{}, err
-	}
-	return ticksOf(v), nil
-}
-
 // ticksOf sums the cpu line; guest time (after steal) is already counted
 // in user and nice.
 func ticksOf(v [8]uint64) cpuTicks {
